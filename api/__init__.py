@@ -1,0 +1,7 @@
+"""The HTTP API: event ingest and the REST surface over runs, steps and events."""
+
+from __future__ import annotations
+
+from ._app import Api, create_app
+
+__all__ = ["Api", "create_app"]

@@ -1,0 +1,24 @@
+"""The broker: the one place that knows how messages move (AMQP or in-process)."""
+
+from __future__ import annotations
+
+from . import _topology as topology
+from ._base import Broker, Delivery, Message
+from ._factory import create_broker
+from ._memory import DeadLetter, MemoryBroker
+from ._messages import EVENT_CONTENT_TYPE, JobMessage, OutcomeMessage, event_message, publish_events
+
+__all__ = [
+    "EVENT_CONTENT_TYPE",
+    "Broker",
+    "DeadLetter",
+    "Delivery",
+    "JobMessage",
+    "MemoryBroker",
+    "Message",
+    "OutcomeMessage",
+    "create_broker",
+    "event_message",
+    "publish_events",
+    "topology",
+]

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """An outgoing message: where it goes and what it carries."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    content_type: str = "application/msgpack"
+    message_id: str | None = None
+
+
+class Delivery(abc.ABC):
+    """A received message, owned by its consumer until acked, requeued or dead-lettered."""
+
+    body: bytes
+    routing_key: str
+    message_id: str | None
+    content_type: str | None
+    redelivered: bool
+
+    @abc.abstractmethod
+    async def ack(self) -> None:
+        """Removes the message for good. Call after its effects are committed."""
+
+    @abc.abstractmethod
+    async def requeue(self) -> None:
+        """Gives the message back to the queue to be delivered again."""
+
+    @abc.abstractmethod
+    async def dead_letter(self, reason: str) -> None:
+        """Removes the message from its queue and keeps it, with `reason`, in the dead letters."""
+
+
+class Broker(abc.ABC):
+    """Moves messages between the parts of tideflow. Delivery is at-least-once."""
+
+    @property
+    @abc.abstractmethod
+    def is_durable(self) -> bool:
+        """Whether a published message survives this process dying."""
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Opens connections and declares the fixed topology. Idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stops consumers and closes connections. Unacked deliveries return to their queues."""
+
+    @abc.abstractmethod
+    async def declare_queue(
+        self, queue: str, *, exchange: str, routing_keys: Sequence[str]
+    ) -> None:
+        """Declares a durable queue bound to `exchange` by each key. Idempotent."""
+
+    @abc.abstractmethod
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publishes persistent messages; returns once the broker has taken them all.
+
+        Raises `BrokerError` if any was not confirmed; then any of them may have been delivered.
+        """
+
+    @abc.abstractmethod
+    def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
+        """Yields deliveries from `queue`, at most `prefetch` unacked at once, until closed.
+
+        Survives reconnections: after a broker restart, consumption resumes by itself, and the
+        deliveries unacked at the time come again (with `redelivered` set).
+        """
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """Whether the broker is reachable now."""
+
+    async def __aenter__(self) -> Broker:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def declare_fixed_topology(broker: Broker) -> None:
+    """The queues every deployment has: the scheduler's inputs and the dead letters."""
+    from . import _topology as topology
+
+    await broker.declare_queue(
+        topology.SCHEDULER_EVENTS_QUEUE, exchange=topology.EVENTS_EXCHANGE, routing_keys=["#"]
+    )
+    await broker.declare_queue(
+        topology.SCHEDULER_OUTCOMES_QUEUE,
+        exchange=topology.INTERNAL_EXCHANGE,
+        routing_keys=[topology.OUTCOMES_KEY],
+    )
+    await broker.declare_queue(
+        topology.DEAD_LETTER_QUEUE, exchange=topology.INTERNAL_EXCHANGE, routing_keys=["dead"]
+    )

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+
+from tideflow import errors
+
+from . import _topology as topology
+from ._base import Broker, Delivery, Message, declare_fixed_topology
+
+
+@dataclasses.dataclass
+class DeadLetter:
+    queue: str
+    message: Message
+    reason: str
+
+
+class _Queue:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ready: collections.deque[tuple[Message, bool]] = collections.deque()
+        self.unacked = 0
+        self.changed = asyncio.Condition()
+
+    async def put(
+        self, message: Message, *, redelivered: bool = False, front: bool = False
+    ) -> None:
+        async with self.changed:
+            if front:
+                self.ready.appendleft((message, redelivered))
+            else:
+                self.ready.append((message, redelivered))
+            self.changed.notify_all()
+
+    async def settle(self) -> None:
+        async with self.changed:
+            self.unacked -= 1
+            self.changed.notify_all()
+
+
+class _MemoryDelivery(Delivery):
+    def __init__(
+        self, broker: MemoryBroker, queue: _Queue, message: Message, redelivered: bool
+    ) -> None:
+        self._broker = broker
+        self._queue = queue
+        self._message = message
+        self._settled = False
+        self.body = message.body
+        self.routing_key = message.routing_key
+        self.message_id = message.message_id
+        self.content_type = message.content_type
+        self.redelivered = redelivered
+
+    async def _settle(self) -> bool:
+        if self._settled:
+            return False
+        self._settled = True
+        await self._queue.settle()
+        return True
+
+    async def ack(self) -> None:
+        await self._settle()
+
+    async def requeue(self) -> None:
+        if await self._settle():
+            await self._queue.put(self._message, redelivered=True, front=True)
+
+    async def dead_letter(self, reason: str) -> None:
+        if await self._settle():
+            self._broker.dead_letters.append(DeadLetter(self._queue.name, self._message, reason))
+
+
+class MemoryBroker(Broker):
+    """An in-process broker for `tideflow dev` and tests: topic and direct routing, prefetch,
+    requeue, and a list of dead letters. Nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._bindings: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
+        self._queues: dict[str, _Queue] = {}
+        self._closed = asyncio.Event()
+        self._open = False
+        self.dead_letters: list[DeadLetter] = []
+
+    @property
+    def is_durable(self) -> bool:
+        return False
+
+    async def connect(self) -> None:
+        self._open = True
+        self._closed.clear()
+        await declare_fixed_topology(self)
+
+    async def close(self) -> None:
+        self._open = False
+        self._closed.set()
+        for queue in self._queues.values():
+            async with queue.changed:
+                queue.changed.notify_all()
+
+    async def ping(self) -> bool:
+        return self._open
+
+    async def declare_queue(
+        self, queue: str, *, exchange: str, routing_keys: Sequence[str]
+    ) -> None:
+        self._queues.setdefault(queue, _Queue(queue))
+        for key in routing_keys:
+            if (key, queue) not in self._bindings[exchange]:
+                self._bindings[exchange].append((key, queue))
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        if not self._open:
+            raise errors.BrokerConnectionError("the memory broker is closed")
+        for message in messages:
+            for pattern, queue in self._bindings.get(message.exchange, ()):
+                if topology.topic_matches(pattern, message.routing_key):
+                    await self._queues[queue].put(message)
+
+    async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:  # type: ignore[override]
+        source = self._queues.setdefault(queue, _Queue(queue))
+        while self._open:
+            async with source.changed:
+                await source.changed.wait_for(
+                    lambda: not self._open or (source.ready and source.unacked < prefetch)
+                )
+                if not self._open:
+                    return
+                message, redelivered = source.ready.popleft()
+                source.unacked += 1
+            yield _MemoryDelivery(self, source, message, redelivered)
+
+    def depth(self, queue: str) -> int:
+        """Messages waiting in `queue` (tests and metrics)."""
+        source = self._queues.get(queue)
+        return 0 if source is None else len(source.ready)

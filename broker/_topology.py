@@ -1,0 +1,34 @@
+"""Names of exchanges, queues and routing keys, shared by every broker implementation."""
+
+from __future__ import annotations
+
+EVENTS_EXCHANGE = "tideflow.events"
+INTERNAL_EXCHANGE = "tideflow.internal"
+SCHEDULER_EVENTS_QUEUE = "tideflow.scheduler.events"
+SCHEDULER_OUTCOMES_QUEUE = "tideflow.scheduler.outcomes"
+DEAD_LETTER_QUEUE = "tideflow.dead"
+OUTCOMES_KEY = "outcomes"
+
+
+def jobs_queue(app_id: str) -> str:
+    return f"tideflow.jobs.{app_id}"
+
+
+def jobs_key(app_id: str) -> str:
+    return f"jobs.{app_id}"
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: words split on '.', `*` is one word, `#` is zero or more."""
+    return _match(pattern.split("."), routing_key.split("."))
+
+
+def _match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[index:]) for index in range(len(words) + 1))
+    if not words:
+        return False
+    return (head in ("*", words[0])) and _match(rest, words[1:])

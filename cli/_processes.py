@@ -1,0 +1,147 @@
+"""Runs the engine's parts in this process: all of them (`dev`) or one each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Sequence
+
+import uvicorn
+from tideflow import Function, Settings
+from tideflow.api import Api, create_app
+from tideflow.broker import Broker, create_broker
+from tideflow.scheduler import Scheduler
+from tideflow.store import Store, create_store
+from tideflow.worker import Worker
+
+logger = logging.getLogger("tideflow")
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    settings: Settings, *, migrate: bool = False
+) -> AsyncIterator[tuple[Store, Broker]]:
+    store = create_store(settings.database_url)
+    broker = create_broker(settings.broker_url)
+    await _retry("database", store.open)
+    try:
+        if migrate:
+            await store.migrate()
+        await _retry("broker", broker.connect)
+        try:
+            yield store, broker
+        finally:
+            await broker.close()
+    finally:
+        await store.close()
+
+
+async def _retry(what: str, connect: object) -> None:
+    from tideflow import errors
+
+    delay = 0.5
+    for attempt in range(30):
+        try:
+            await connect()  # type: ignore[operator]
+            return
+        except (errors.StoreConnectionError, errors.BrokerConnectionError) as exc:
+            if attempt == 29:
+                raise
+            logger.warning("cannot reach the %s yet (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def _serve_until(server: uvicorn.Server, stop: asyncio.Event) -> None:
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+
+
+def _server(api: Api, host: str, port: int, settings: Settings) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(api),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        lifespan="off",
+        access_log=False,
+    )
+    return uvicorn.Server(config)
+
+
+async def run_dev(
+    settings: Settings,
+    functions: Sequence[Function],
+    clients: Sequence[object],
+    *,
+    host: str,
+    port: int,
+) -> None:
+    async with connected(settings, migrate=True) as (store, broker):
+        stop = asyncio.Event()
+        api = Api(store=store, broker=broker, settings=settings)
+        for client in clients:
+            client.attach_sender(api.ingest)  # type: ignore[attr-defined]
+        scheduler = Scheduler(store=store, broker=broker, settings=settings)
+        worker = Worker(store=store, broker=broker, settings=settings, functions=functions)
+        await worker.register()
+        tasks = [
+            asyncio.create_task(scheduler.run(stop), name="tideflow-scheduler"),
+            asyncio.create_task(worker.run(stop), name="tideflow-worker"),
+        ]
+        logger.info("tideflow dev: %d functions, API on http://%s:%d", len(functions), host, port)
+        try:
+            await _serve_until(_server(api, host, port, settings), stop)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_api(settings: Settings, *, host: str, port: int) -> None:
+    async with connected(settings) as (store, broker):
+        await _serve_until(
+            _server(Api(store=store, broker=broker, settings=settings), host, port, settings),
+            asyncio.Event(),
+        )
+
+
+async def run_scheduler(settings: Settings) -> None:
+    async with connected(settings) as (store, broker):
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await Scheduler(store=store, broker=broker, settings=settings).run(stop)
+
+
+async def run_worker(
+    settings: Settings, functions: Sequence[Function], *, concurrency: int
+) -> None:
+    async with connected(settings) as (store, broker):
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        worker = Worker(
+            store=store,
+            broker=broker,
+            settings=settings,
+            functions=functions,
+            concurrency=concurrency,
+        )
+        await worker.run(stop)
+
+
+async def run_migrate(settings: Settings) -> None:
+    store = create_store(settings.database_url)
+    await _retry("database", store.open)
+    try:
+        await store.migrate()
+    finally:
+        await store.close()

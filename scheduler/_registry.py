@@ -1,0 +1,90 @@
+"""The functions the scheduler knows, read from the store and compiled once per version."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from tideflow import errors
+from tideflow._expressions import Expression, compile_expression
+from tideflow._triggers import parse_cron
+from tideflow.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class EventTrigger:
+    event: str
+    expression: Expression | None
+
+    def matches(self, name: str, payload: dict[str, Any]) -> bool:
+        if self.event.endswith("*"):
+            if not name.startswith(self.event[:-1]):
+                return False
+        elif name != self.event:
+            return False
+        return self.expression is None or self.expression.matches({"event": payload})
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionSpec:
+    function_id: str
+    app_id: str
+    retries: int
+    triggers: tuple[EventTrigger, ...]
+    crons: tuple[str, ...]
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._functions: dict[str, FunctionSpec] = {}
+        self._configs: list[dict[str, Any]] = []
+
+    async def refresh(self, store: Store) -> None:
+        configs = await store.list_functions()
+        if configs == self._configs:
+            return
+        functions = {}
+        for config in configs:
+            try:
+                functions[config["function_id"]] = _spec(config)
+            except (errors.ConfigError, KeyError) as exc:
+                logger.error("ignoring function %s: %s", config.get("function_id"), exc)
+        self._functions, self._configs = functions, configs
+
+    def get(self, function_id: str) -> FunctionSpec | None:
+        return self._functions.get(function_id)
+
+    def matching(self, name: str, payload: dict[str, Any]) -> list[FunctionSpec]:
+        return [
+            spec
+            for spec in self._functions.values()
+            if any(trigger.matches(name, payload) for trigger in spec.triggers)
+        ]
+
+    def crons(self) -> list[tuple[FunctionSpec, str]]:
+        return [(spec, cron) for spec in self._functions.values() for cron in spec.crons]
+
+
+def _spec(config: dict[str, Any]) -> FunctionSpec:
+    triggers, crons = [], []
+    for trigger in config["triggers"]:
+        if "cron" in trigger:
+            parse_cron(trigger["cron"])
+            crons.append(trigger["cron"])
+        else:
+            expression = trigger.get("expression")
+            triggers.append(
+                EventTrigger(
+                    trigger["event"], compile_expression(expression) if expression else None
+                )
+            )
+    return FunctionSpec(
+        function_id=config["function_id"],
+        app_id=config["app_id"],
+        retries=int(config.get("retries", 4)),
+        triggers=tuple(triggers),
+        crons=tuple(crons),
+    )

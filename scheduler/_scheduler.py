@@ -1,0 +1,275 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from tideflow import errors
+from tideflow._ids import new_id
+from tideflow._settings import Settings
+from tideflow.broker import Broker, Delivery, JobMessage, OutcomeMessage, publish_events, topology
+from tideflow.store import Store
+from tideflow.store import models as m
+
+from . import _planning as planning
+from ._batches import batches
+from ._cron import cron_timer
+from ._decoding import event_from_delivery
+from ._registry import Registry
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 256
+_STORE_RETRY_S = 0.5
+
+
+class Dispatcher:
+    """Publishes what committed changes ask for: step jobs to their app's queue, events to the
+    exchange. A lost publish is recovered by the sweeper, so failures here are only logged."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._declared: set[str] = set()
+
+    async def publish(self, applied: m.Applied) -> None:
+        try:
+            for app_id in {job.app_id for job in applied.jobs} - self._declared:
+                await self._broker.declare_queue(
+                    topology.jobs_queue(app_id),
+                    exchange=topology.INTERNAL_EXCHANGE,
+                    routing_keys=[topology.jobs_key(app_id)],
+                )
+                self._declared.add(app_id)
+            messages = [
+                JobMessage(j.job_id, j.run_id, j.function_id, j.app_id).to_message()
+                for j in applied.jobs
+            ]
+            if messages:
+                await self._broker.publish(messages)
+            if applied.events:
+                await publish_events(self._broker, [event.wire() for event in applied.events])
+        except errors.BrokerError as exc:
+            logger.warning("publish failed, the sweeper will retry: %s", exc)
+
+
+class Scheduler:
+    """Turns events, job outcomes and due timers into runs and step jobs. Keeps no state of its
+    own: any number of replicas may run against one store and broker."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        broker: Broker,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        poll_s: float = 0.2,
+        registry_refresh_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._broker = broker
+        self._settings = settings
+        self._clock = clock
+        self._poll_s = poll_s
+        self._registry_refresh_s = registry_refresh_s
+        self._registry = Registry()
+        self._dispatcher = Dispatcher(broker)
+        self._owner = f"scheduler-{new_id()}"
+        self._rng = random.Random()
+        self._timer_wakeup = asyncio.Event()
+        self._sweep_s = min(max(settings.lease_s / 3, 0.5), 5.0)
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Runs until `stop` is set."""
+        await self._until_store_works(lambda: self._registry.refresh(self._store))
+        if not self._broker.is_durable:
+            # Messages of an in-process broker died with the last process: recover them now.
+            await self._until_store_works(lambda: self.sweep(grace_ms=0))
+        loops = {
+            "events": self._consume(topology.SCHEDULER_EVENTS_QUEUE, self._handle_events),
+            "outcomes": self._consume(topology.SCHEDULER_OUTCOMES_QUEUE, self._handle_outcomes),
+            "timers": self._timers_loop(),
+            "sweeper": self._sweeper_loop(),
+            "registry": self._registry_loop(),
+        }
+        tasks = [
+            asyncio.create_task(self._forever(name, loop), name=f"tideflow-scheduler-{name}")
+            for name, loop in loops.items()
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _forever(self, name: str, loop: Awaitable[None]) -> None:
+        await loop
+
+    async def _until_store_works(self, action: Callable[[], Awaitable[None]]) -> None:
+        delay = _STORE_RETRY_S
+        while True:
+            try:
+                await action()
+                return
+            except errors.StoreError as exc:
+                logger.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _consume(
+        self, queue: str, handle: Callable[[list[Delivery]], Awaitable[None]]
+    ) -> None:
+        while True:
+            try:
+                async for batch in batches(
+                    self._broker.consume(queue, prefetch=_BATCH * 2), max_size=_BATCH
+                ):
+                    await self._settle(batch, handle)
+                return
+            except errors.BrokerError as exc:
+                logger.warning("consuming %s failed (%s); reconnecting", queue, exc)
+                await asyncio.sleep(1.0)
+
+    async def _settle(
+        self, batch: list[Delivery], handle: Callable[[list[Delivery]], Awaitable[None]]
+    ) -> None:
+        try:
+            await handle(batch)
+        except errors.StoreError as exc:
+            logger.warning(
+                "store unavailable (%s); %d messages go back to the queue", exc, len(batch)
+            )
+            for delivery in batch:
+                await delivery.requeue()
+            await asyncio.sleep(_STORE_RETRY_S)
+            return
+        for delivery in batch:
+            await delivery.ack()
+
+    # Events
+
+    async def _handle_events(self, batch: list[Delivery]) -> None:
+        now = self.now_ms()
+        records: list[m.EventRecord] = []
+        for delivery in list(batch):
+            try:
+                records.append(event_from_delivery(delivery, now))
+            except errors.EventError as exc:
+                logger.error("dead-lettering a bad event message: %s", exc)
+                batch.remove(delivery)
+                await delivery.dead_letter(str(exc))
+        if records:
+            await self.process_events(records)
+
+    async def process_events(self, records: Sequence[m.EventRecord]) -> None:
+        waits = await self._store.waits_for_events([record.name for record in records])
+        plans = [(record, planning.plan_event(record, self._registry, waits)) for record in records]
+        applied = await self._store.process_events(plans, self.now_ms())
+        await self._dispatcher.publish(applied)
+
+    # Outcomes
+
+    async def _handle_outcomes(self, batch: list[Delivery]) -> None:
+        job_ids = []
+        for delivery in list(batch):
+            try:
+                job_ids.append(OutcomeMessage.decode(delivery.body).job_id)
+            except (ValueError, TypeError) as exc:
+                batch.remove(delivery)
+                await delivery.dead_letter(f"not an outcome message: {exc}")
+        await self.process_outcomes(job_ids)
+
+    async def process_outcomes(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        for outcome in await self._store.job_outcomes(job_ids):
+            if self._registry.get(outcome.run.function_id) is None:
+                await self._registry.refresh(self._store)
+            now = self.now_ms()
+            try:
+                changes = planning.plan_outcome(
+                    outcome,
+                    self._registry,
+                    now=now,
+                    backoff_base_ms=self._settings.retry_backoff_base_ms,
+                    rng=self._rng,
+                )
+            except (KeyError, ValueError, TypeError) as exc:
+                logger.exception("bad outcome of job %s", outcome.job.job_id)
+                error = {
+                    "name": "EngineError",
+                    "message": f"unreadable job outcome: {exc}",
+                    "stack": None,
+                }
+                changes = [m.FinishRun(outcome.run.run_id, m.FAILED, error=error)]
+            applied = await self._store.apply_outcome(outcome.job.job_id, changes, now)
+            if any(isinstance(change, (m.AddWait, m.ScheduleRetry)) for change in changes):
+                self._timer_wakeup.set()
+            await self._dispatcher.publish(applied)
+
+    # Timers
+
+    async def _timers_loop(self) -> None:
+        while True:
+            try:
+                fired = await self.fire_due_timers()
+            except errors.StoreError as exc:
+                logger.warning("timers: store unavailable (%s)", exc)
+                fired = 0
+            if fired:
+                continue
+            self._timer_wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wakeup.wait(), self._poll_s)
+
+    async def fire_due_timers(self) -> int:
+        now = self.now_ms()
+        claim_until = now + int(self._settings.lease_s * 1000)
+        timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
+        for timer in timers:
+            changes = planning.plan_timer(timer, self._registry, self.now_ms())
+            applied = await self._store.fire_timer(timer, self._owner, changes, self.now_ms())
+            await self._dispatcher.publish(applied)
+        return len(timers)
+
+    # Sweeping: recovers every notification that was lost to a crash or a broker outage.
+
+    async def _sweeper_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_s)
+            try:
+                await self.sweep(grace_ms=int(self._settings.lease_s * 1000))
+            except errors.StoreError as exc:
+                logger.warning("sweeper: store unavailable (%s)", exc)
+
+    async def sweep(self, *, grace_ms: int) -> None:
+        now = self.now_ms()
+        for job in await self._store.stale_jobs(now, now - grace_ms, _BATCH * 4):
+            logger.info("re-dispatching job %s of run %s", job.job_id, job.run_id)
+            await self._dispatcher.publish(m.Applied(jobs=[job]))
+        stale_outcomes = await self._store.stale_outcomes(now - min(grace_ms, 2000), _BATCH)
+        await self.process_outcomes(stale_outcomes)
+        stale_events = await self._store.unprocessed_events(now - min(grace_ms, 2000), _BATCH)
+        if stale_events:
+            await self.process_events(stale_events)
+
+    async def _registry_loop(self) -> None:
+        while True:
+            try:
+                await self._registry.refresh(self._store)
+                timers = [
+                    cron_timer(spec.function_id, cron, after_ms=self.now_ms())
+                    for spec, cron in self._registry.crons()
+                ]
+                if timers:
+                    await self._store.add_timers(timers)
+            except errors.StoreError as exc:
+                logger.warning("registry: store unavailable (%s)", exc)
+            await asyncio.sleep(self._registry_refresh_s)

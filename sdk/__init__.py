@@ -1,0 +1,31 @@
+"""tideflow: durable functions made of steps, triggered by events."""
+
+from __future__ import annotations
+
+from . import errors
+from ._client import Client
+from ._context import Context, Group, Step, SyncGroup, SyncStep
+from ._event import Event
+from ._function import Function
+from ._settings import Settings
+from ._triggers import TriggerCron, TriggerEvent
+from .errors import NonRetriableError, RetryAfterError, StepError, TideflowError
+
+__all__ = [
+    "Client",
+    "Context",
+    "Event",
+    "Function",
+    "Group",
+    "NonRetriableError",
+    "RetryAfterError",
+    "Settings",
+    "Step",
+    "StepError",
+    "SyncGroup",
+    "SyncStep",
+    "TideflowError",
+    "TriggerCron",
+    "TriggerEvent",
+    "errors",
+]

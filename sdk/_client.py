@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+import pydantic
+
+from . import errors
+from ._event import Event, parse_events
+from ._function import Function, Handler, make_function
+from ._ids import new_id
+from ._settings import Settings
+from ._triggers import Trigger
+
+_SEND_TIMEOUT_S = 30.0
+
+
+class Client:
+    """An app: the functions it defines, and how it sends events.
+
+    Args:
+        app_id: the app's name; a function's id is `<app_id>-<fn_id>`.
+        event_key: the key for `POST /e/{key}` (default `TIDEFLOW_EVENT_KEY`).
+        signing_key: default `TIDEFLOW_SIGNING_KEY`.
+        logger: the logger handlers get as `ctx.logger`.
+        middleware: reserved for middleware classes.
+        schemas: event name -> pydantic model; `send` validates `data` against it and handlers
+            see `ctx.event.data` as that model's instance.
+        database_url: default `TIDEFLOW_DATABASE_URL`.
+        broker_url: default `TIDEFLOW_BROKER_URL`; with `amqp://`, `send` publishes straight to
+            the events exchange, otherwise it posts to `TIDEFLOW_API_URL`.
+    """
+
+    def __init__(
+        self,
+        *,
+        app_id: str,
+        event_key: str | None = None,
+        signing_key: str | None = None,
+        logger: logging.Logger | None = None,
+        middleware: Sequence[Any] | None = None,
+        schemas: Mapping[str, type[pydantic.BaseModel]] | None = None,
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        if not isinstance(app_id, str) or not app_id.strip():
+            raise errors.ConfigError(f"app_id: must be a non-empty string, got {app_id!r}")
+        self.settings = settings or Settings.from_env()
+        self.app_id = app_id
+        self.event_key = event_key or self.settings.event_key
+        self.signing_key = signing_key or self.settings.signing_key
+        self.logger = logger or logging.getLogger(f"tideflow.app.{app_id}")
+        self.middleware = list(middleware or [])
+        self.schemas = dict(schemas or {})
+        self.database_url = database_url or self.settings.database_url
+        self.broker_url = broker_url or self.settings.broker_url
+        self.functions: list[Function] = []
+        self._send_hook: Callable[[list[dict[str, Any]]], Any] | None = None
+
+    def create_function(
+        self,
+        *,
+        fn_id: str,
+        trigger: Trigger | Sequence[Trigger],
+        name: str | None = None,
+        retries: int = 4,
+        on_failure: Handler | None = None,
+    ) -> Callable[[Handler], Function]:
+        """Decorates a handler `(ctx) -> result` as a durable `Function` of this app."""
+
+        def decorate(handler: Handler) -> Function:
+            function = make_function(
+                app_id=self.app_id,
+                fn_id=fn_id,
+                handler=handler,
+                trigger=trigger,
+                name=name,
+                retries=retries,
+                on_failure=on_failure,
+            )
+            taken = {existing.id for existing in self.functions}
+            for item in function.with_companions():
+                if item.id in taken:
+                    raise errors.ConfigError(
+                        f"function {item.id!r} is defined twice in app {self.app_id!r}"
+                    )
+            for item in function.with_companions():
+                item.schemas = self.schemas
+                item.logger = self.logger
+            self.functions.extend(function.with_companions())
+            return function
+
+        return decorate
+
+    def prepare(
+        self, events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Validates events (and their schemas) into wire records carrying fresh ids."""
+        parsed = parse_events(list(events) if isinstance(events, (list, tuple)) else events)
+        records = []
+        for event in parsed:
+            model = self.schemas.get(event.name)
+            if model is not None:
+                try:
+                    model.model_validate(event.data)
+                except pydantic.ValidationError as exc:
+                    raise errors.EventError(
+                        f"event {event.name!r}: data does not match its schema: {exc}"
+                    ) from None
+            record = event.model_dump(mode="json")
+            record["internal_id"] = new_id()
+            records.append(record)
+        return records
+
+    async def send(
+        self, events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]]
+    ) -> list[str]:
+        """Sends one event or a list; returns their ids, in order."""
+        records = self.prepare(events)
+        if self._send_hook is not None:
+            await self._send_hook(records)
+        elif self.broker_url.startswith("amqp"):
+            await self._publish(records)
+        else:
+            await self._post(records)
+        return [record["internal_id"] for record in records]
+
+    def send_sync(
+        self, events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]]
+    ) -> list[str]:
+        """`send` for synchronous code."""
+        result: list[list[str]] = []
+        failure: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                result.append(asyncio.run(self.send(events)))
+            except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
+                failure.append(exc)
+
+        # A thread of its own, so that send_sync works inside a running event loop too.
+        thread = threading.Thread(target=target, name="tideflow-send")
+        thread.start()
+        thread.join()
+        if failure:
+            raise failure[0]
+        return result[0]
+
+    async def _post(self, records: list[dict[str, Any]]) -> None:
+        url = f"{self.settings.api_url}/e/{self.event_key or 'dev'}"
+        try:
+            async with httpx.AsyncClient(timeout=_SEND_TIMEOUT_S) as http:
+                response = await http.post(url, json=records)
+        except httpx.HTTPError as exc:
+            raise errors.SendError(f"could not reach {url}: {exc}") from exc
+        if response.status_code != 200:
+            raise errors.SendError(f"{url} answered {response.status_code}: {response.text}")
+
+    async def _publish(self, records: list[dict[str, Any]]) -> None:
+        from tideflow.broker import create_broker, publish_events
+
+        broker = create_broker(self.broker_url)
+        async with broker:
+            await publish_events(broker, records)
+
+    def attach_sender(self, hook: Callable[[list[dict[str, Any]]], Any] | None) -> None:
+        """Used by an engine in this process so `send` hands events over without HTTP."""
+        self._send_hook = hook

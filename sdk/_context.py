@@ -1,0 +1,237 @@
+"""What a handler receives: the triggering event(s), the step API, and run metadata."""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _steps as steps
+from ._event import Event
+from ._steps import Interrupt, Pass
+
+if TYPE_CHECKING:
+    from ._function import Function
+
+_Duration = datetime.timedelta | int | str
+
+
+class _StepCalls:
+    """The step methods' shared logic; `Step` and `SyncStep` expose it async or plain."""
+
+    def __init__(self, state: Pass) -> None:
+        self._state = state
+
+    def _run(self, step_id: str, handler: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        if not callable(handler):
+            raise TypeError(f"step {step_id!r}: handler must be callable, got {handler!r}")
+        return self._state.resolve(step_id, steps.OP_RUN, handler=handler, args=args)
+
+    def _sleep(self, step_id: str, duration: _Duration) -> None:
+        opts = steps.sleep_opts(duration)
+        self._state.resolve(step_id, steps.OP_SLEEP, build_opts=lambda _key: opts)
+
+    def _sleep_until(self, step_id: str, moment: datetime.datetime | str) -> None:
+        opts = steps.sleep_until_opts(moment)
+        self._state.resolve(step_id, steps.OP_SLEEP, build_opts=lambda _key: opts)
+
+    def _wait_for_event(
+        self, step_id: str, event: str, timeout: _Duration, if_exp: str | None
+    ) -> Event | None:
+        opts = steps.wait_for_event_opts(event=event, timeout=timeout, if_exp=if_exp)
+        result: Event | None = self._state.resolve(
+            step_id, steps.OP_WAIT_FOR_EVENT, build_opts=lambda _key: opts
+        )
+        return result
+
+    def _wait_for_signal(self, step_id: str, signal: str, timeout: _Duration) -> Any:
+        opts = steps.wait_for_signal_opts(signal=signal, timeout=timeout)
+        return self._state.resolve(step_id, steps.OP_WAIT_FOR_SIGNAL, build_opts=lambda _key: opts)
+
+    def _invoke(self, step_id: str, function_id: str, data: Any, timeout: _Duration | None) -> Any:
+        opts = steps.invoke_opts(function_id=function_id, data=data, timeout=timeout)
+        return self._state.resolve(step_id, steps.OP_INVOKE, build_opts=lambda _key: opts)
+
+    def _send_event(self, step_id: str, events: Any) -> list[str]:
+        run_id = self._state.run_id
+        result: list[str] = self._state.resolve(
+            step_id,
+            steps.OP_SEND_EVENT,
+            build_opts=lambda key: steps.send_event_opts(run_id, key, events),
+        )
+        return result
+
+    def _qualified(self, function_id: str, app_id: str | None) -> str:
+        return f"{app_id or self._state.app_id}-{function_id}"
+
+
+class Step(_StepCalls):
+    """The step API of an `async def` handler. Every method is memoized by its step id."""
+
+    async def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
+        """Runs `handler(*args)` once for this run and returns its JSON-serialisable result."""
+        return self._run(step_id, handler, args)
+
+    async def sleep(self, step_id: str, duration: _Duration) -> None:
+        """Pauses the run for `duration`; no process holds it meanwhile."""
+        self._sleep(step_id, duration)
+
+    async def sleep_until(self, step_id: str, moment: datetime.datetime | str) -> None:
+        """Pauses the run until an aware datetime."""
+        self._sleep_until(step_id, moment)
+
+    async def wait_for_event(
+        self, step_id: str, *, event: str, timeout: _Duration, if_exp: str | None = None
+    ) -> Event | None:
+        """Waits for an event named `event` matching `if_exp`; `None` on timeout."""
+        return self._wait_for_event(step_id, event, timeout, if_exp)
+
+    async def wait_for_signal(self, step_id: str, *, signal: str, timeout: _Duration) -> Any:
+        """Waits for `POST /v1/signals` naming `signal`; its data, or `None` on timeout."""
+        return self._wait_for_signal(step_id, signal, timeout)
+
+    async def invoke(
+        self, step_id: str, *, function: Function, data: Any, timeout: _Duration | None = None
+    ) -> Any:
+        """Runs another function and returns its output; raises `StepError` if it failed."""
+        return self._invoke(step_id, function.id, data, timeout)
+
+    async def invoke_by_id(
+        self,
+        step_id: str,
+        *,
+        function_id: str,
+        data: Any,
+        app_id: str | None = None,
+        timeout: _Duration | None = None,
+    ) -> Any:
+        """Like `invoke`, naming the function by its `fn_id` (and `app_id`, default this app)."""
+        return self._invoke(step_id, self._qualified(function_id, app_id), data, timeout)
+
+    async def send_event(self, step_id: str, events: Any) -> list[str]:
+        """Sends one event or a list, once for this run; returns their ids."""
+        return self._send_event(step_id, events)
+
+
+class SyncStep(_StepCalls):
+    """The step API of a plain `def` handler: the same methods, synchronous."""
+
+    def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
+        """Runs `handler(*args)` once for this run and returns its JSON-serialisable result."""
+        return self._run(step_id, handler, args)
+
+    def sleep(self, step_id: str, duration: _Duration) -> None:
+        """Pauses the run for `duration`."""
+        self._sleep(step_id, duration)
+
+    def sleep_until(self, step_id: str, moment: datetime.datetime | str) -> None:
+        """Pauses the run until an aware datetime."""
+        self._sleep_until(step_id, moment)
+
+    def wait_for_event(
+        self, step_id: str, *, event: str, timeout: _Duration, if_exp: str | None = None
+    ) -> Event | None:
+        """Waits for a matching event; `None` on timeout."""
+        return self._wait_for_event(step_id, event, timeout, if_exp)
+
+    def wait_for_signal(self, step_id: str, *, signal: str, timeout: _Duration) -> Any:
+        """Waits for a signal; its data, or `None` on timeout."""
+        return self._wait_for_signal(step_id, signal, timeout)
+
+    def invoke(
+        self, step_id: str, *, function: Function, data: Any, timeout: _Duration | None = None
+    ) -> Any:
+        """Runs another function and returns its output."""
+        return self._invoke(step_id, function.id, data, timeout)
+
+    def invoke_by_id(
+        self,
+        step_id: str,
+        *,
+        function_id: str,
+        data: Any,
+        app_id: str | None = None,
+        timeout: _Duration | None = None,
+    ) -> Any:
+        """Like `invoke`, naming the function by id."""
+        return self._invoke(step_id, self._qualified(function_id, app_id), data, timeout)
+
+    def send_event(self, step_id: str, events: Any) -> list[str]:
+        """Sends events once for this run; returns their ids."""
+        return self._send_event(step_id, events)
+
+
+class Group:
+    """Runs several step calls in parallel: `await ctx.group.parallel((lambda: ..., ...))`."""
+
+    async def parallel(
+        self, callables: Sequence[Callable[[], Awaitable[Any] | Any]]
+    ) -> tuple[Any, ...]:
+        results: list[Any] = []
+        interrupted = False
+        for call in callables:
+            try:
+                value = call()
+                results.append(await value if inspect.isawaitable(value) else value)
+            except Interrupt:
+                # Keep going: each branch plans its own next step, and they all run together.
+                interrupted = True
+        if interrupted:
+            raise Interrupt()
+        return tuple(results)
+
+
+class SyncGroup:
+    """`Group` for plain `def` handlers."""
+
+    def parallel(self, callables: Sequence[Callable[[], Any]]) -> tuple[Any, ...]:
+        results: list[Any] = []
+        interrupted = False
+        for call in callables:
+            try:
+                results.append(call())
+            except Interrupt:
+                interrupted = True
+        if interrupted:
+            raise Interrupt()
+        return tuple(results)
+
+
+class Context:
+    """What a handler receives.
+
+    Attributes:
+        event: the triggering event (the first, for a batch).
+        events: every triggering event.
+        step: the step API (`Step` for async handlers, `SyncStep` for plain ones).
+        group: parallel step groups.
+        run_id: this run's id.
+        logger: a logger for the handler.
+    """
+
+    def __init__(
+        self,
+        *,
+        event: Event,
+        events: list[Event],
+        run_id: str,
+        state: Pass,
+        is_async: bool,
+        attempt: int,
+        logger: logging.Logger,
+    ) -> None:
+        self.event = event
+        self.events = events
+        self.run_id = run_id
+        self.logger = logger
+        self.step: Step | SyncStep = Step(state) if is_async else SyncStep(state)
+        self.group: Group | SyncGroup = Group() if is_async else SyncGroup()
+        self._attempt = attempt
+
+    @property
+    def attempt(self) -> int:
+        """0-based attempt: of the executing step inside its body, else of the step about to run."""
+        inside = steps.current_step_attempt.get()
+        return self._attempt if inside is None else inside

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pydantic
+
+from . import errors
+from ._triggers import Trigger, TriggerCron, TriggerEvent
+
+MAX_TRIGGERS = 10
+MAX_RETRIES = 20
+FAILED_EVENT = "tideflow/function.failed"
+FINISHED_EVENT = "tideflow/function.finished"
+CANCELLED_EVENT = "tideflow/function.cancelled"
+INVOKED_EVENT = "tideflow/function.invoked"
+CRON_EVENT = "tideflow/scheduled.timer"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+Handler = Callable[..., Any]
+
+
+class Function:
+    """A durable function: its handler, triggers and retry policy.
+
+    Made by `Client.create_function`; `id` is `<app_id>-<fn_id>`.
+    """
+
+    def __init__(
+        self,
+        *,
+        app_id: str,
+        fn_id: str,
+        handler: Handler,
+        triggers: list[Trigger],
+        name: str | None,
+        retries: int,
+        on_failure: Handler | None,
+    ) -> None:
+        self.app_id = app_id
+        self.fn_id = fn_id
+        self.id = f"{app_id}-{fn_id}"
+        self.name = name or fn_id
+        self.handler = handler
+        self.triggers = triggers
+        self.retries = retries
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self.schemas: dict[str, type[pydantic.BaseModel]] = {}
+        self.logger = logging.getLogger(f"tideflow.app.{app_id}")
+        self.on_failure: Function | None = None
+        if on_failure is not None:
+            self.on_failure = Function(
+                app_id=app_id,
+                fn_id=f"{fn_id}-failure",
+                handler=on_failure,
+                triggers=[
+                    TriggerEvent(
+                        event=FAILED_EVENT, expression=f"event.data.function_id == {self.id!r}"
+                    )
+                ],
+                name=f"{self.name} (on failure)",
+                retries=retries,
+                on_failure=None,
+            )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.handler(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<tideflow.Function {self.id}>"
+
+    def with_companions(self) -> list[Function]:
+        """This function and its `on_failure` handler, which runs as a function of its own."""
+        return [self] if self.on_failure is None else [self, self.on_failure]
+
+    def config(self) -> dict[str, Any]:
+        """What the scheduler needs to know of this function, as JSON."""
+        return {
+            "function_id": self.id,
+            "app_id": self.app_id,
+            "fn_id": self.fn_id,
+            "name": self.name,
+            "retries": self.retries,
+            "triggers": [trigger.to_config() for trigger in self.triggers],
+        }
+
+
+def make_function(
+    *,
+    app_id: str,
+    fn_id: str,
+    handler: Handler,
+    trigger: Trigger | Sequence[Trigger],
+    name: str | None,
+    retries: int,
+    on_failure: Handler | None,
+) -> Function:
+    if not isinstance(fn_id, str) or not _ID.match(fn_id):
+        raise errors.ConfigError(
+            f"fn_id: {fn_id!r} must be letters, digits, '-', '_', '.' or ':' (starting alphanumeric)"
+        )
+    triggers = _triggers(fn_id, trigger)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise errors.ConfigError(
+            f"{fn_id}: retries must be an int in 0..{MAX_RETRIES}, got {retries!r}"
+        )
+    if not callable(handler):
+        raise errors.ConfigError(f"{fn_id}: the handler must be callable")
+    if on_failure is not None and not callable(on_failure):
+        raise errors.ConfigError(f"{fn_id}: on_failure must be callable, got {on_failure!r}")
+    return Function(
+        app_id=app_id,
+        fn_id=fn_id,
+        handler=handler,
+        triggers=triggers,
+        name=name,
+        retries=retries,
+        on_failure=on_failure,
+    )
+
+
+def _triggers(fn_id: str, trigger: Trigger | Sequence[Trigger]) -> list[Trigger]:
+    triggers = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
+    if not triggers:
+        raise errors.ConfigError(f"{fn_id}: at least one trigger is required")
+    if len(triggers) > MAX_TRIGGERS:
+        raise errors.ConfigError(f"{fn_id}: {len(triggers)} triggers; the limit is {MAX_TRIGGERS}")
+    for item in triggers:
+        if not isinstance(item, (TriggerEvent, TriggerCron)):
+            raise errors.ConfigError(
+                f"{fn_id}: a trigger must be TriggerEvent or TriggerCron, got {item!r}"
+            )
+    return triggers

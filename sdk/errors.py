@@ -1,0 +1,115 @@
+"""Every error tideflow raises, under one root."""
+
+from __future__ import annotations
+
+import datetime
+import traceback
+from typing import Any
+
+
+class TideflowError(Exception):
+    """Root of every tideflow error."""
+
+
+class ConfigError(TideflowError):
+    """A setting or a function definition is invalid; raised when it is created."""
+
+
+class ExpressionError(ConfigError):
+    """A CEL expression does not compile.
+
+    Attributes:
+        expression: the expression's text.
+        reason: the parser's message.
+    """
+
+    def __init__(self, expression: str, reason: str) -> None:
+        super().__init__(f"invalid expression {expression!r}: {reason}")
+        self.expression = expression
+        self.reason = reason
+
+
+class EventError(TideflowError):
+    """An event is malformed or over a limit; nothing of the send was accepted."""
+
+
+class LimitError(TideflowError):
+    """A documented limit was exceeded (steps per run, output size, ...)."""
+
+
+class LifecycleError(TideflowError):
+    """An object was used before it was opened or after it was closed."""
+
+
+class StoreError(TideflowError):
+    """The store failed to do what was asked."""
+
+
+class StoreConnectionError(StoreError):
+    """The database cannot be reached."""
+
+
+class BrokerError(TideflowError):
+    """The broker failed to do what was asked."""
+
+
+class BrokerConnectionError(BrokerError):
+    """The broker cannot be reached."""
+
+
+class SendError(TideflowError):
+    """`Client.send` could not hand the events over."""
+
+
+class NonRetriableError(TideflowError):
+    """Fails its step (or, raised outside steps, the run) at once, without further attempts."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RetryAfterError(TideflowError):
+    """Retries the step after `retry_after` (a duration or an aware datetime).
+
+    Args:
+        message: why the step failed.
+        retry_after: a `timedelta`, int milliseconds, a duration string, or a datetime.
+    """
+
+    def __init__(
+        self, message: str, retry_after: datetime.timedelta | int | str | datetime.datetime
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class StepError(TideflowError):
+    """A step failed for good; raised inside the handler where it can be caught.
+
+    Attributes:
+        name: the original error's class name.
+        message: its message.
+        stack: its formatted traceback, when known.
+    """
+
+    def __init__(self, name: str, message: str, stack: str | None = None) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+        self.stack = stack
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "message": self.message, "stack": self.stack}
+
+
+def error_dict(exc: BaseException) -> dict[str, Any]:
+    """The stored shape of an error: `{"name", "message", "stack"}`."""
+    if isinstance(exc, StepError):
+        return exc.to_dict()
+    message = getattr(exc, "message", None)
+    if not isinstance(message, str):
+        message = str(exc)
+    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"name": type(exc).__name__, "message": message, "stack": stack}

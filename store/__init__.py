@@ -1,0 +1,9 @@
+"""The store: everything tideflow keeps (events, runs, steps, jobs, waits, timers)."""
+
+from __future__ import annotations
+
+from . import _models as models
+from ._base import Store
+from ._factory import create_store
+
+__all__ = ["Store", "create_store", "models"]

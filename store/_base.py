@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from ._models import (
+    Applied,
+    Change,
+    EventRecord,
+    JobOutcome,
+    JobRecord,
+    RunRecord,
+    RunState,
+    StepRecord,
+    TimerRecord,
+    WaitRecord,
+)
+
+
+class Store(abc.ABC):
+    """Everything tideflow keeps. Each method is one atomic transaction; "idempotent" means a
+    second call with the same arguments changes nothing more."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connects. Raises `StoreConnectionError` if the database cannot be reached."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Closes connections; safe to call twice."""
+
+    @abc.abstractmethod
+    async def migrate(self) -> None:
+        """Creates or upgrades the schema. Idempotent, and safe from several processes at once."""
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """Whether the database answers now."""
+
+    # Function registry
+
+    @abc.abstractmethod
+    async def register_functions(
+        self, app_id: str, configs: Sequence[dict[str, Any]], now: int
+    ) -> None:
+        """Replaces the app's function configs with `configs`. Idempotent."""
+
+    @abc.abstractmethod
+    async def list_functions(self) -> list[dict[str, Any]]:
+        """Every registered function's config."""
+
+    # Events
+
+    @abc.abstractmethod
+    async def insert_events(self, events: Sequence[EventRecord]) -> None:
+        """Stores events as accepted and not yet processed. Idempotent per `internal_id`."""
+
+    @abc.abstractmethod
+    async def process_events(
+        self, batch: Sequence[tuple[EventRecord, Sequence[Change]]], now: int
+    ) -> Applied:
+        """For each event, in order: stores it if new; if not processed yet, applies its
+        changes (unless its `id` was seen in the last 24 h: then it is kept as a duplicate and
+        nothing else happens) and marks it processed. A processed event is skipped, so a
+        redelivered event changes nothing."""
+
+    @abc.abstractmethod
+    async def unprocessed_events(self, received_before: int, limit: int) -> list[EventRecord]:
+        """Accepted events not processed yet (their notification may have been lost)."""
+
+    @abc.abstractmethod
+    async def list_events(self, name: str | None, limit: int) -> list[EventRecord]:
+        """Events, newest first, optionally of one name."""
+
+    @abc.abstractmethod
+    async def waits_for_events(self, names: Sequence[str]) -> list[WaitRecord]:
+        """The event waits that events of these names could resolve."""
+
+    # Jobs: the worker's side
+
+    @abc.abstractmethod
+    async def claim_job(
+        self, job_id: str, owner: str, now: int, lease_until: int
+    ) -> RunState | None:
+        """Leases a queued job (or one whose lease has lapsed) to `owner` and returns its run's
+        state, marking the run Running. None if the job is gone, leased by a live owner, or its
+        run has ended."""
+
+    @abc.abstractmethod
+    async def renew_lease(self, job_id: str, owner: str, lease_until: int) -> bool:
+        """Extends `owner`'s lease; False if it no longer holds it."""
+
+    @abc.abstractmethod
+    async def finish_job(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        steps: Sequence[StepRecord],
+        events: Sequence[EventRecord],
+        outcome: dict[str, Any],
+        now: int,
+    ) -> bool:
+        """Records the steps a job executed, the events it sent, and its outcome, if `owner`
+        still holds the lease. A step already Completed or Failed keeps its first result."""
+
+    # Jobs: the scheduler's side
+
+    @abc.abstractmethod
+    async def job_outcomes(self, job_ids: Sequence[str]) -> list[JobOutcome]:
+        """The written outcomes, not yet applied, of these jobs."""
+
+    @abc.abstractmethod
+    async def apply_outcome(self, job_id: str, changes: Sequence[Change], now: int) -> Applied:
+        """Applies the changes decided for a job's outcome, once: `done` is False if it had
+        been applied already."""
+
+    @abc.abstractmethod
+    async def stale_outcomes(self, done_before: int, limit: int) -> list[str]:
+        """Jobs whose outcome was written before `done_before` and is still not applied."""
+
+    @abc.abstractmethod
+    async def stale_jobs(self, now: int, published_before: int, limit: int) -> list[JobRecord]:
+        """Jobs to publish again: queued and published before `published_before`, or leased
+        with a lapsed lease. Marks them published now, so concurrent sweeps share the work."""
+
+    # Timers
+
+    @abc.abstractmethod
+    async def claim_timers(
+        self, owner: str, now: int, claim_until: int, limit: int
+    ) -> list[TimerRecord]:
+        """Claims due timers for `owner` until `claim_until`; skips those claimed by others."""
+
+    @abc.abstractmethod
+    async def fire_timer(
+        self, timer: TimerRecord, owner: str, changes: Sequence[Change], now: int
+    ) -> Applied:
+        """Deletes a timer `owner` claimed and applies its changes; `done` False if it was gone."""
+
+    @abc.abstractmethod
+    async def add_timers(self, timers: Sequence[TimerRecord]) -> None:
+        """Adds timers; one already there with the same (kind, run_id, step_hash) is kept."""
+
+    @abc.abstractmethod
+    async def next_timer_due(self) -> int | None:
+        """The earliest due time of any timer."""
+
+    # Reads and commands of the HTTP API
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """A run, or None."""
+
+    @abc.abstractmethod
+    async def runs_for_event(self, event_id: str) -> list[RunRecord]:
+        """Runs the event started, oldest first."""
+
+    @abc.abstractmethod
+    async def run_steps(self, run_id: str) -> list[StepRecord]:
+        """A run's steps in the order they were recorded."""
+
+    @abc.abstractmethod
+    async def cancel_run(
+        self, run_id: str, events: Sequence[EventRecord], now: int
+    ) -> tuple[RunRecord | None, Applied]:
+        """Cancels a run that has not ended (storing `events`); `done` False if it had ended."""
+
+    @abc.abstractmethod
+    async def resolve_signal(self, signal: str, data: Any, now: int) -> tuple[str | None, Applied]:
+        """Resumes the run waiting on `signal` with `data`; None if no run waits on it."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,274 @@
+"""The records the store keeps, and the changes the scheduler asks it to make atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
+    "Queued",
+    "Running",
+    "Completed",
+    "Failed",
+    "Cancelled",
+)
+TERMINAL = (COMPLETED, FAILED, CANCELLED)
+STEP_RUNNING, STEP_WAITING = "Running", "Waiting"
+
+WAIT_EVENT, WAIT_SIGNAL, WAIT_INVOKE = "event", "signal", "invoke"
+TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
+
+
+@dataclasses.dataclass
+class EventRecord:
+    internal_id: str
+    name: str
+    data: Any
+    ts: int
+    received_at: int
+    id: str | None = None
+    user: Any = None
+    v: str | None = None
+    target: dict[str, Any] | None = None
+    """Set for events addressed to one function (invoke, cron): `{"function_id", "parent"}`."""
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "internal_id": self.internal_id,
+            "id": self.id,
+            "name": self.name,
+            "data": self.data,
+            "ts": self.ts,
+            "user": self.user,
+            "v": self.v,
+        }
+
+    def wire(self) -> dict[str, Any]:
+        """The event as published to the events exchange."""
+        record: dict[str, Any] = {"internal_id": self.internal_id, **self.payload()}
+        if self.target is not None:
+            record["target"] = self.target
+        return record
+
+    def payload(self) -> dict[str, Any]:
+        """The event as a handler and an expression see it."""
+        return {
+            "name": self.name,
+            "data": self.data,
+            "id": self.id,
+            "ts": self.ts,
+            "user": self.user,
+            "v": self.v,
+        }
+
+
+@dataclasses.dataclass
+class RunRecord:
+    run_id: str
+    function_id: str
+    app_id: str
+    event_id: str
+    status: str
+    events: list[dict[str, Any]]
+    queued_at: int
+    output: Any = None
+    error: dict[str, Any] | None = None
+    started_at: int | None = None
+    ended_at: int | None = None
+    attempt: int = 0
+    parent: dict[str, Any] | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "function_id": self.function_id,
+            "event_id": self.event_id,
+            "status": self.status,
+            "output": self.output,
+            "error": self.error,
+            "run_started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+        }
+
+
+@dataclasses.dataclass
+class StepRecord:
+    hash: str
+    name: str
+    op: str
+    status: str
+    attempt: int = 0
+    output: Any = None
+    error: dict[str, Any] | None = None
+    started_at: int | None = None
+    ended_at: int | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.hash,
+            "name": self.name,
+            "op": self.op,
+            "status": self.status,
+            "attempt": self.attempt,
+            "output": self.output,
+            "error": self.error,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    run_id: str
+    function_id: str
+    app_id: str
+    attempt: int = 0
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a worker needs to replay a run: the run, its stored steps, and the job it holds."""
+
+    run: RunRecord
+    steps: dict[str, StepRecord]
+    job: JobRecord
+
+
+@dataclasses.dataclass
+class JobOutcome:
+    job: JobRecord
+    run: RunRecord
+    outcome: dict[str, Any]
+
+
+@dataclasses.dataclass
+class WaitRecord:
+    run_id: str
+    step_hash: str
+    kind: str
+    event_name: str | None = None
+    if_exp: str | None = None
+    signal: str | None = None
+    run_event: dict[str, Any] | None = None
+    """The waiting run's triggering event, which `if_exp` sees as `event`."""
+
+
+@dataclasses.dataclass
+class TimerRecord:
+    timer_id: str
+    kind: str
+    run_id: str
+    step_hash: str
+    due_at: int
+    payload: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# Changes, applied in order inside one transaction by `Store.apply`.
+
+
+@dataclasses.dataclass
+class CreateRun:
+    """Creates a run and its first job, once per (event, function)."""
+
+    run_id: str
+    function_id: str
+    app_id: str
+    event_id: str
+    events: list[dict[str, Any]]
+    parent: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class ResolveStep:
+    """Records a waiting step's result and dispatches its run again.
+
+    With `require_wait`, only if the step's wait is still there (it is removed), so that one
+    wait is resolved once.
+    """
+
+    run_id: str
+    step_hash: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+    require_wait: bool = True
+
+
+@dataclasses.dataclass
+class AddWait:
+    """Records a step as Waiting, with its wait (if any) and its timer (if any); a no-op when the
+    step already has a row."""
+
+    step: StepRecord
+    run_id: str
+    wait: WaitRecord | None = None
+    timer: TimerRecord | None = None
+    events: list[EventRecord] = dataclasses.field(default_factory=list)
+    """Stored only when the step is new (an invocation's event)."""
+
+
+@dataclasses.dataclass
+class ScheduleRetry:
+    """Records a failed attempt of a step (or of the run, with no step) and its retry timer."""
+
+    run_id: str
+    timer: TimerRecord
+    step: StepRecord | None = None
+    run_attempt: int | None = None
+
+
+@dataclasses.dataclass
+class Dispatch:
+    run_id: str
+    attempt: int = 0
+
+
+@dataclasses.dataclass
+class FinishRun:
+    """Ends a run (unless it already ended), drops its waits and timers, and resolves the step
+    of a parent run that invoked it."""
+
+    run_id: str
+    status: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class AddEvents:
+    """Stores events to be processed (system events, cron ticks, invocations)."""
+
+    events: list[EventRecord]
+
+
+@dataclasses.dataclass
+class AddTimer:
+    timer: TimerRecord
+
+
+Change = (
+    CreateRun | ResolveStep | AddWait | ScheduleRetry | Dispatch | FinishRun | AddEvents | AddTimer
+)
+
+
+@dataclasses.dataclass
+class Applied:
+    """What a committed change set asks to be published."""
+
+    jobs: list[JobRecord] = dataclasses.field(default_factory=list)
+    events: list[EventRecord] = dataclasses.field(default_factory=list)
+    done: bool = True
+    """False when the guard refused it: already applied elsewhere, or no longer valid."""
+
+    def extend(self, other: Applied) -> None:
+        self.jobs.extend(other.jobs)
+        self.events.extend(other.events)
+
+
+def _iso(ms: int | None) -> str | None:
+    import datetime
+
+    if ms is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,542 @@
+"""The store's verbs, written once over named queries; each SQL backend supplies its
+connection handling and its own SQL file."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from tideflow._ids import new_id
+
+from . import _models as m
+from ._base import Store
+
+DEDUP_WINDOW_MS = 24 * 3600 * 1000
+
+
+class Tx(Protocol):
+    async def fetch(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+    async def execute(self, query: str, params: Mapping[str, Any]) -> int: ...
+
+
+def dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class SqlStore(Store, abc.ABC):
+    @abc.abstractmethod
+    def _transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+
+    # Registry
+
+    async def register_functions(
+        self, app_id: str, configs: Sequence[dict[str, Any]], now: int
+    ) -> None:
+        async with self._transaction() as tx:
+            await tx.execute("delete_app_functions", {"app_id": app_id})
+            for config in configs:
+                await tx.execute(
+                    "upsert_function",
+                    {
+                        "function_id": config["function_id"],
+                        "app_id": app_id,
+                        "config": dumps(config),
+                        "now": now,
+                    },
+                )
+
+    async def list_functions(self) -> list[dict[str, Any]]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch("select_functions", {})
+        return [loads(row["config"]) for row in rows]
+
+    # Events
+
+    async def insert_events(self, events: Sequence[m.EventRecord]) -> None:
+        async with self._transaction() as tx:
+            for event in events:
+                await tx.execute("insert_event", _event_params(event))
+
+    async def process_events(
+        self, batch: Sequence[tuple[m.EventRecord, Sequence[m.Change]]], now: int
+    ) -> m.Applied:
+        applied = m.Applied()
+        async with self._transaction() as tx:
+            for event, changes in batch:
+                await tx.execute("insert_event", _event_params(event))
+                state = await tx.fetch("select_event_state", {"internal_id": event.internal_id})
+                if not state or state[0]["processed"]:
+                    continue
+                duplicate = await self._is_duplicate(tx, event, now)
+                if not duplicate:
+                    applied.extend(await self._apply(tx, changes, now))
+                await tx.execute(
+                    "mark_event_processed",
+                    {"internal_id": event.internal_id, "duplicate": int(duplicate)},
+                )
+        return applied
+
+    async def _is_duplicate(self, tx: Tx, event: m.EventRecord, now: int) -> bool:
+        if event.id is None:
+            return False
+        seen = await tx.fetch("select_event_key", {"id": event.id, "now": now})
+        if seen and seen[0]["internal_id"] != event.internal_id:
+            return True
+        await tx.execute(
+            "upsert_event_key",
+            {"id": event.id, "internal_id": event.internal_id, "expires_at": now + DEDUP_WINDOW_MS},
+        )
+        return False
+
+    async def unprocessed_events(self, received_before: int, limit: int) -> list[m.EventRecord]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch(
+                "select_unprocessed_events", {"before": received_before, "limit": limit}
+            )
+        return [_event(row) for row in rows]
+
+    async def list_events(self, name: str | None, limit: int) -> list[m.EventRecord]:
+        async with self._transaction() as tx:
+            if name is None:
+                rows = await tx.fetch("select_events", {"limit": limit})
+            else:
+                rows = await tx.fetch("select_events_named", {"name": name, "limit": limit})
+        return [_event(row) for row in rows]
+
+    async def waits_for_events(self, names: Sequence[str]) -> list[m.WaitRecord]:
+        waits: list[m.WaitRecord] = []
+        async with self._transaction() as tx:
+            for name in sorted(set(names)):
+                rows = await tx.fetch("select_waits_for_event", {"event_name": name})
+                waits.extend(_wait(row) for row in rows)
+        return waits
+
+    # Worker side
+
+    async def claim_job(
+        self, job_id: str, owner: str, now: int, lease_until: int
+    ) -> m.RunState | None:
+        async with self._transaction() as tx:
+            claimed = await tx.fetch(
+                "claim_job",
+                {"job_id": job_id, "owner": owner, "now": now, "lease_until": lease_until},
+            )
+            if not claimed:
+                return None
+            await tx.execute("mark_run_running", {"run_id": claimed[0]["run_id"], "now": now})
+            runs = await tx.fetch("select_run", {"run_id": claimed[0]["run_id"]})
+            if not runs or runs[0]["status"] in m.TERMINAL:
+                await tx.execute("delete_job", {"job_id": job_id})
+                return None
+            steps = await tx.fetch("select_steps", {"run_id": claimed[0]["run_id"]})
+        return m.RunState(
+            run=_run(runs[0]),
+            steps={row["hash"]: _step(row) for row in steps},
+            job=_job(claimed[0]),
+        )
+
+    async def renew_lease(self, job_id: str, owner: str, lease_until: int) -> bool:
+        async with self._transaction() as tx:
+            count = await tx.execute(
+                "renew_lease", {"job_id": job_id, "owner": owner, "lease_until": lease_until}
+            )
+        return count > 0
+
+    async def finish_job(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        steps: Sequence[m.StepRecord],
+        events: Sequence[m.EventRecord],
+        outcome: dict[str, Any],
+        now: int,
+    ) -> bool:
+        async with self._transaction() as tx:
+            held = await tx.execute(
+                "finish_job",
+                {"job_id": job_id, "owner": owner, "outcome": dumps(outcome), "now": now},
+            )
+            if not held:
+                return False
+            run = await tx.fetch("select_job_run", {"job_id": job_id})
+            for step in steps:
+                await tx.execute("upsert_step_result", _step_params(run[0]["run_id"], step))
+            for event in events:
+                await tx.execute("insert_event", _event_params(event))
+        return True
+
+    # Scheduler side
+
+    async def job_outcomes(self, job_ids: Sequence[str]) -> list[m.JobOutcome]:
+        outcomes: list[m.JobOutcome] = []
+        async with self._transaction() as tx:
+            for job_id in job_ids:
+                rows = await tx.fetch("select_job_outcome", {"job_id": job_id})
+                if not rows:
+                    continue
+                runs = await tx.fetch("select_run", {"run_id": rows[0]["run_id"]})
+                if runs:
+                    outcomes.append(
+                        m.JobOutcome(_job(rows[0]), _run(runs[0]), loads(rows[0]["outcome"]))
+                    )
+        return outcomes
+
+    async def apply_outcome(self, job_id: str, changes: Sequence[m.Change], now: int) -> m.Applied:
+        async with self._transaction() as tx:
+            if not await tx.execute("delete_done_job", {"job_id": job_id}):
+                return m.Applied(done=False)
+            return await self._apply(tx, changes, now)
+
+    async def stale_outcomes(self, done_before: int, limit: int) -> list[str]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch("select_stale_outcomes", {"before": done_before, "limit": limit})
+        return [row["job_id"] for row in rows]
+
+    async def stale_jobs(self, now: int, published_before: int, limit: int) -> list[m.JobRecord]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch(
+                "republish_stale_jobs", {"now": now, "before": published_before, "limit": limit}
+            )
+        return [_job(row) for row in rows]
+
+    # Timers
+
+    async def claim_timers(
+        self, owner: str, now: int, claim_until: int, limit: int
+    ) -> list[m.TimerRecord]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch(
+                "claim_timers", {"owner": owner, "now": now, "until": claim_until, "limit": limit}
+            )
+        return sorted((_timer(row) for row in rows), key=lambda timer: timer.due_at)
+
+    async def fire_timer(
+        self, timer: m.TimerRecord, owner: str, changes: Sequence[m.Change], now: int
+    ) -> m.Applied:
+        async with self._transaction() as tx:
+            if not await tx.execute(
+                "delete_claimed_timer", {"timer_id": timer.timer_id, "owner": owner}
+            ):
+                return m.Applied(done=False)
+            return await self._apply(tx, changes, now)
+
+    async def add_timers(self, timers: Sequence[m.TimerRecord]) -> None:
+        async with self._transaction() as tx:
+            for timer in timers:
+                await tx.execute("insert_timer", _timer_params(timer))
+
+    async def next_timer_due(self) -> int | None:
+        async with self._transaction() as tx:
+            rows = await tx.fetch("select_next_timer", {})
+        return rows[0]["due_at"] if rows and rows[0]["due_at"] is not None else None
+
+    # API
+
+    async def get_run(self, run_id: str) -> m.RunRecord | None:
+        async with self._transaction() as tx:
+            rows = await tx.fetch("select_run", {"run_id": run_id})
+        return _run(rows[0]) if rows else None
+
+    async def runs_for_event(self, event_id: str) -> list[m.RunRecord]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch("select_runs_for_event", {"event_id": event_id})
+        return [_run(row) for row in rows]
+
+    async def run_steps(self, run_id: str) -> list[m.StepRecord]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch("select_steps", {"run_id": run_id})
+        return [_step(row) for row in rows]
+
+    async def cancel_run(
+        self, run_id: str, events: Sequence[m.EventRecord], now: int
+    ) -> tuple[m.RunRecord | None, m.Applied]:
+        async with self._transaction() as tx:
+            applied = await self._apply(
+                tx, [m.FinishRun(run_id, m.CANCELLED, error=None), m.AddEvents(list(events))], now
+            )
+            rows = await tx.fetch("select_run", {"run_id": run_id})
+        return (_run(rows[0]) if rows else None), applied
+
+    async def resolve_signal(
+        self, signal: str, data: Any, now: int
+    ) -> tuple[str | None, m.Applied]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch("delete_signal_wait", {"signal": signal})
+            if not rows:
+                return None, m.Applied(done=False)
+            run_id = rows[0]["run_id"]
+            change = m.ResolveStep(run_id, rows[0]["step_hash"], output=data, require_wait=False)
+            return run_id, await self._apply(tx, [change], now)
+
+    # Applying changes
+
+    async def _apply(self, tx: Tx, changes: Sequence[m.Change], now: int) -> m.Applied:
+        applied = m.Applied()
+        for change in changes:
+            match change:
+                case m.CreateRun():
+                    await self._create_run(tx, change, now, applied)
+                case m.ResolveStep():
+                    await self._resolve_step(tx, change, now, applied)
+                case m.AddWait():
+                    await self._add_wait(tx, change, now, applied)
+                case m.ScheduleRetry():
+                    await self._schedule_retry(tx, change)
+                case m.Dispatch():
+                    await self._dispatch(tx, change.run_id, change.attempt, now, applied)
+                case m.FinishRun():
+                    await self._finish_run(tx, change, now, applied)
+                case m.AddEvents():
+                    for event in change.events:
+                        await tx.execute("insert_event", _event_params(event))
+                    applied.events.extend(change.events)
+                case m.AddTimer():
+                    await tx.execute("insert_timer", _timer_params(change.timer))
+        return applied
+
+    async def _create_run(self, tx: Tx, change: m.CreateRun, now: int, applied: m.Applied) -> None:
+        params = {
+            "run_id": change.run_id,
+            "function_id": change.function_id,
+            "app_id": change.app_id,
+            "event_id": change.event_id,
+            "events": dumps(change.events),
+            "parent": dumps(change.parent),
+            "now": now,
+        }
+        if await tx.execute("insert_run", params):
+            await self._dispatch(tx, change.run_id, 0, now, applied)
+
+    async def _dispatch(
+        self, tx: Tx, run_id: str, attempt: int, now: int, applied: m.Applied
+    ) -> None:
+        job_id = new_id(now)
+        rows = await tx.fetch(
+            "insert_job_if_idle",
+            {"job_id": job_id, "run_id": run_id, "attempt": attempt, "now": now},
+        )
+        applied.jobs.extend(_job(row) for row in rows)
+
+    async def _resolve_step(
+        self, tx: Tx, change: m.ResolveStep, now: int, applied: m.Applied
+    ) -> None:
+        if change.require_wait:
+            gone = await tx.fetch(
+                "delete_wait", {"run_id": change.run_id, "step_hash": change.step_hash}
+            )
+            if not gone:
+                return
+        status = m.FAILED if change.error is not None else m.COMPLETED
+        await tx.execute(
+            "complete_waiting_step",
+            {
+                "run_id": change.run_id,
+                "hash": change.step_hash,
+                "status": status,
+                "output": dumps(change.output),
+                "error": dumps(change.error),
+                "now": now,
+            },
+        )
+        await tx.execute(
+            "delete_step_timers", {"run_id": change.run_id, "step_hash": change.step_hash}
+        )
+        await self._dispatch(tx, change.run_id, 0, now, applied)
+
+    async def _add_wait(self, tx: Tx, change: m.AddWait, now: int, applied: m.Applied) -> None:
+        if not await tx.execute("insert_step_if_absent", _step_params(change.run_id, change.step)):
+            return
+        if change.wait is not None and not await tx.execute(
+            "insert_wait", _wait_params(change.wait)
+        ):
+            error = {
+                "name": "SignalTakenError",
+                "message": f"another run already waits on signal {change.wait.signal!r}",
+                "stack": None,
+            }
+            resolve = m.ResolveStep(
+                change.run_id, change.step.hash, error=error, require_wait=False
+            )
+            await self._resolve_step(tx, resolve, now, applied)
+            return
+        if change.timer is not None:
+            await tx.execute("insert_timer", _timer_params(change.timer))
+        for event in change.events:
+            await tx.execute("insert_event", _event_params(event))
+        applied.events.extend(change.events)
+
+    async def _schedule_retry(self, tx: Tx, change: m.ScheduleRetry) -> None:
+        if change.step is not None:
+            if not await tx.execute(
+                "record_failed_attempt", _step_params(change.run_id, change.step)
+            ):
+                return
+        if change.run_attempt is not None:
+            await tx.execute(
+                "set_run_attempt", {"run_id": change.run_id, "attempt": change.run_attempt}
+            )
+        await tx.execute("insert_timer", _timer_params(change.timer))
+
+    async def _finish_run(self, tx: Tx, change: m.FinishRun, now: int, applied: m.Applied) -> None:
+        params = {
+            "run_id": change.run_id,
+            "status": change.status,
+            "output": dumps(change.output),
+            "error": dumps(change.error),
+            "now": now,
+        }
+        if not await tx.execute("finish_run", params):
+            applied.done = False
+            return
+        for query in ("delete_run_waits", "delete_run_timers", "delete_run_queued_jobs"):
+            await tx.execute(query, {"run_id": change.run_id})
+        rows = await tx.fetch("select_run", {"run_id": change.run_id})
+        parent = loads(rows[0]["parent"]) if rows else None
+        if parent:
+            resolve = m.ResolveStep(parent["run_id"], parent["step_hash"])
+            if change.status == m.COMPLETED:
+                resolve.output = change.output
+            else:
+                resolve.error = change.error or {
+                    "name": "InvokeCancelledError",
+                    "message": f"invoked run {change.run_id} was {change.status.lower()}",
+                    "stack": None,
+                }
+            await self._resolve_step(tx, resolve, now, applied)
+
+
+def _event_params(event: m.EventRecord) -> dict[str, Any]:
+    return {
+        "internal_id": event.internal_id,
+        "id": event.id,
+        "name": event.name,
+        "data": dumps(event.data),
+        "ts": event.ts,
+        "user_data": dumps(event.user),
+        "v": event.v,
+        "target": dumps(event.target),
+        "received_at": event.received_at,
+    }
+
+
+def _step_params(run_id: str, step: m.StepRecord) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "hash": step.hash,
+        "name": step.name,
+        "op": step.op,
+        "status": step.status,
+        "attempt": step.attempt,
+        "output": dumps(step.output),
+        "error": dumps(step.error),
+        "started_at": step.started_at,
+        "ended_at": step.ended_at,
+    }
+
+
+def _wait_params(wait: m.WaitRecord) -> dict[str, Any]:
+    return {
+        "run_id": wait.run_id,
+        "step_hash": wait.step_hash,
+        "kind": wait.kind,
+        "event_name": wait.event_name,
+        "if_exp": wait.if_exp,
+        "signal": wait.signal,
+        "run_event": dumps(wait.run_event),
+    }
+
+
+def _timer_params(timer: m.TimerRecord) -> dict[str, Any]:
+    return {
+        "timer_id": timer.timer_id,
+        "kind": timer.kind,
+        "run_id": timer.run_id,
+        "step_hash": timer.step_hash,
+        "due_at": timer.due_at,
+        "payload": dumps(timer.payload),
+    }
+
+
+def _event(row: Mapping[str, Any]) -> m.EventRecord:
+    return m.EventRecord(
+        internal_id=row["internal_id"],
+        id=row["id"],
+        name=row["name"],
+        data=loads(row["data"]),
+        ts=row["ts"],
+        user=loads(row["user_data"]),
+        v=row["v"],
+        target=loads(row["target"]),
+        received_at=row["received_at"],
+    )
+
+
+def _run(row: Mapping[str, Any]) -> m.RunRecord:
+    return m.RunRecord(
+        run_id=row["run_id"],
+        function_id=row["function_id"],
+        app_id=row["app_id"],
+        event_id=row["event_id"],
+        status=row["status"],
+        events=loads(row["events"]),
+        queued_at=row["queued_at"],
+        output=loads(row["output"]),
+        error=loads(row["error"]),
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        attempt=row["attempt"],
+        parent=loads(row["parent"]),
+    )
+
+
+def _step(row: Mapping[str, Any]) -> m.StepRecord:
+    return m.StepRecord(
+        hash=row["hash"],
+        name=row["name"],
+        op=row["op"],
+        status=row["status"],
+        attempt=row["attempt"],
+        output=loads(row["output"]),
+        error=loads(row["error"]),
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+    )
+
+
+def _job(row: Mapping[str, Any]) -> m.JobRecord:
+    return m.JobRecord(
+        row["job_id"], row["run_id"], row["function_id"], row["app_id"], row["attempt"]
+    )
+
+
+def _wait(row: Mapping[str, Any]) -> m.WaitRecord:
+    return m.WaitRecord(
+        run_id=row["run_id"],
+        step_hash=row["step_hash"],
+        kind=row["kind"],
+        event_name=row["event_name"],
+        if_exp=row["if_exp"],
+        signal=row["signal"],
+        run_event=loads(row["run_event"]),
+    )
+
+
+def _timer(row: Mapping[str, Any]) -> m.TimerRecord:
+    return m.TimerRecord(
+        timer_id=row["timer_id"],
+        kind=row["kind"],
+        run_id=row["run_id"],
+        step_hash=row["step_hash"],
+        due_at=row["due_at"],
+        payload=loads(row["payload"]) or {},
+    )

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import pathlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
+
+from tideflow import errors
+
+from ._queries import load_queries
+from ._sql import SqlStore, Tx
+
+_T = TypeVar("_T")
+
+
+class _SqliteTx:
+    def __init__(self, store: SqliteStore, connection: sqlite3.Connection) -> None:
+        self._store = store
+        self._connection = connection
+
+    async def fetch(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        sql = self._store.queries[query]
+
+        def run() -> list[dict[str, Any]]:
+            cursor = self._connection.execute(sql, dict(params))
+            return [dict(row) for row in cursor.fetchall()]
+
+        return await self._store.call(run)
+
+    async def execute(self, query: str, params: Mapping[str, Any]) -> int:
+        sql = self._store.queries[query]
+
+        def run() -> int:
+            return self._connection.execute(sql, dict(params)).rowcount
+
+        return await self._store.call(run)
+
+
+class SqliteStore(SqlStore):
+    """The embedded default: one SQLite file, used from one thread so the loop never blocks.
+
+    Transactions are serialised; good for one process (`tideflow dev`), not for a cluster.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.queries = load_queries("sqlite")
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._connection: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def call(self, function: Callable[[], _T]) -> _T:
+        if self._executor is None:
+            raise errors.LifecycleError("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, function)
+        except sqlite3.Error as exc:
+            raise errors.StoreError(f"SQLite: {exc}") from exc
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="tideflow-sqlite"
+        )
+
+        def connect() -> sqlite3.Connection:
+            if self.path != ":memory:":
+                pathlib.Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA busy_timeout = 5000")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            return connection
+
+        try:
+            self._connection = await self.call(connect)
+        except (OSError, errors.StoreError) as exc:
+            raise errors.StoreConnectionError(
+                f"cannot open SQLite database {self.path!r}: {exc}"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        connection = self._connection
+        if connection is not None:
+            await self.call(connection.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+        self._connection = None
+
+    async def migrate(self) -> None:
+        connection = self._require()
+        await self.call(lambda: connection.executescript(self.queries["schema"]))
+
+    async def ping(self) -> bool:
+        try:
+            async with self._transaction() as tx:
+                await tx.fetch("ping", {})
+        except errors.TideflowError:
+            return False
+        return True
+
+    def _require(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise errors.LifecycleError("the SQLite store is not open")
+        return self._connection
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Tx]:
+        connection = self._require()
+        async with self._lock:
+            await self.call(lambda: connection.execute("BEGIN IMMEDIATE"))
+            try:
+                yield _SqliteTx(self, connection)
+            except BaseException:
+                await asyncio.shield(self.call(lambda: connection.execute("ROLLBACK")))
+                raise
+            await asyncio.shield(self.call(lambda: connection.execute("COMMIT")))

@@ -1,0 +1,279 @@
+-- name: schema
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS functions (
+    function_id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    internal_id TEXT PRIMARY KEY,
+    id TEXT,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    user_data TEXT,
+    v TEXT,
+    target TEXT,
+    received_at INTEGER NOT NULL,
+    processed INTEGER NOT NULL DEFAULT 0,
+    duplicate INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_by_name ON events (name, received_at);
+CREATE INDEX IF NOT EXISTS events_unprocessed ON events (received_at) WHERE processed = 0;
+CREATE TABLE IF NOT EXISTS event_keys (
+    id TEXT PRIMARY KEY,
+    internal_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    events TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    queued_at INTEGER NOT NULL,
+    started_at INTEGER,
+    ended_at INTEGER,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    parent TEXT,
+    UNIQUE (event_id, function_id)
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    name TEXT NOT NULL,
+    op TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    error TEXT,
+    started_at INTEGER,
+    ended_at INTEGER,
+    PRIMARY KEY (run_id, hash)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    function_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    published_at INTEGER NOT NULL,
+    outcome TEXT,
+    done_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_by_run ON jobs (run_id, status);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, published_at);
+CREATE TABLE IF NOT EXISTS waits (
+    run_id TEXT NOT NULL,
+    step_hash TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event_name TEXT,
+    if_exp TEXT,
+    signal TEXT UNIQUE,
+    run_event TEXT,
+    PRIMARY KEY (run_id, step_hash)
+);
+CREATE INDEX IF NOT EXISTS waits_by_event ON waits (event_name);
+CREATE TABLE IF NOT EXISTS timers (
+    timer_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    step_hash TEXT NOT NULL,
+    due_at INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    claimed_by TEXT,
+    claimed_until INTEGER,
+    UNIQUE (kind, run_id, step_hash)
+);
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due_at);
+
+-- name: ping
+SELECT 1 AS ok
+
+-- name: delete_app_functions
+DELETE FROM functions WHERE app_id = :app_id
+
+-- name: upsert_function
+INSERT INTO functions (function_id, app_id, config, updated_at)
+VALUES (:function_id, :app_id, :config, :now)
+ON CONFLICT (function_id) DO UPDATE
+SET app_id = excluded.app_id, config = excluded.config, updated_at = excluded.updated_at
+
+-- name: select_functions
+SELECT config FROM functions ORDER BY function_id
+
+-- name: insert_event
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
+VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at)
+ON CONFLICT (internal_id) DO NOTHING
+
+-- name: select_event_state
+SELECT processed FROM events WHERE internal_id = :internal_id
+
+-- name: select_event_key
+SELECT internal_id FROM event_keys WHERE id = :id AND expires_at > :now
+
+-- name: upsert_event_key
+INSERT INTO event_keys (id, internal_id, expires_at) VALUES (:id, :internal_id, :expires_at)
+ON CONFLICT (id) DO UPDATE SET internal_id = excluded.internal_id, expires_at = excluded.expires_at
+
+-- name: mark_event_processed
+UPDATE events SET processed = 1, duplicate = :duplicate WHERE internal_id = :internal_id
+
+-- name: select_unprocessed_events
+SELECT * FROM events WHERE processed = 0 AND received_at < :before ORDER BY received_at LIMIT :limit
+
+-- name: select_events
+SELECT * FROM events ORDER BY received_at DESC, internal_id DESC LIMIT :limit
+
+-- name: select_events_named
+SELECT * FROM events WHERE name = :name ORDER BY received_at DESC, internal_id DESC LIMIT :limit
+
+-- name: select_waits_for_event
+SELECT * FROM waits WHERE kind = 'event' AND event_name = :event_name
+
+-- name: insert_run
+INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent)
+VALUES (:run_id, :function_id, :app_id, :event_id, 'Queued', :events, :now, :parent)
+ON CONFLICT DO NOTHING
+
+-- name: insert_job_if_idle
+INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at)
+SELECT :job_id, run_id, function_id, app_id, :attempt, 'queued', :now FROM runs
+WHERE run_id = :run_id AND status IN ('Queued', 'Running')
+  AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = :run_id AND status = 'queued')
+RETURNING job_id, run_id, function_id, app_id, attempt
+
+-- name: claim_job
+UPDATE jobs SET status = 'leased', lease_owner = :owner, lease_until = :lease_until
+WHERE job_id = :job_id
+  AND (status = 'queued' OR (status = 'leased' AND lease_until < :now))
+RETURNING job_id, run_id, function_id, app_id, attempt
+
+-- name: delete_job
+DELETE FROM jobs WHERE job_id = :job_id
+
+-- name: mark_run_running
+UPDATE runs SET status = 'Running', started_at = COALESCE(started_at, :now)
+WHERE run_id = :run_id AND status = 'Queued'
+
+-- name: select_run
+SELECT * FROM runs WHERE run_id = :run_id
+
+-- name: select_runs_for_event
+SELECT * FROM runs WHERE event_id = :event_id ORDER BY queued_at, run_id
+
+-- name: select_steps
+SELECT * FROM steps WHERE run_id = :run_id ORDER BY rowid
+
+-- name: renew_lease
+UPDATE jobs SET lease_until = :lease_until
+WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
+
+-- name: finish_job
+UPDATE jobs SET status = 'done', outcome = :outcome, done_at = :now
+WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
+
+-- name: select_job_run
+SELECT run_id FROM jobs WHERE job_id = :job_id
+
+-- name: upsert_step_result
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+VALUES (:run_id, :hash, :name, :op, :status, :attempt, :output, :error, :started_at, :ended_at)
+ON CONFLICT (run_id, hash) DO UPDATE
+SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
+    error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
+    ended_at = excluded.ended_at
+WHERE steps.status NOT IN ('Completed', 'Failed')
+
+-- name: record_failed_attempt
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+VALUES (:run_id, :hash, :name, :op, :status, :attempt, :output, :error, :started_at, :ended_at)
+ON CONFLICT (run_id, hash) DO UPDATE
+SET attempt = excluded.attempt, error = excluded.error, status = excluded.status
+WHERE steps.status NOT IN ('Completed', 'Failed') AND steps.attempt < excluded.attempt
+
+-- name: insert_step_if_absent
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+VALUES (:run_id, :hash, :name, :op, :status, :attempt, :output, :error, :started_at, :ended_at)
+ON CONFLICT (run_id, hash) DO NOTHING
+
+-- name: complete_waiting_step
+UPDATE steps SET status = :status, output = :output, error = :error, ended_at = :now
+WHERE run_id = :run_id AND hash = :hash AND status = 'Waiting'
+
+-- name: insert_wait
+INSERT INTO waits (run_id, step_hash, kind, event_name, if_exp, signal, run_event)
+VALUES (:run_id, :step_hash, :kind, :event_name, :if_exp, :signal, :run_event)
+ON CONFLICT DO NOTHING
+
+-- name: delete_wait
+DELETE FROM waits WHERE run_id = :run_id AND step_hash = :step_hash RETURNING kind
+
+-- name: delete_signal_wait
+DELETE FROM waits WHERE kind = 'signal' AND signal = :signal RETURNING run_id, step_hash
+
+-- name: insert_timer
+INSERT INTO timers (timer_id, kind, run_id, step_hash, due_at, payload)
+VALUES (:timer_id, :kind, :run_id, :step_hash, :due_at, :payload)
+ON CONFLICT DO NOTHING
+
+-- name: delete_step_timers
+DELETE FROM timers WHERE run_id = :run_id AND step_hash = :step_hash AND kind IN ('wait', 'sleep')
+
+-- name: set_run_attempt
+UPDATE runs SET attempt = :attempt WHERE run_id = :run_id AND attempt < :attempt
+
+-- name: finish_run
+UPDATE runs SET status = :status, output = :output, error = :error, ended_at = :now
+WHERE run_id = :run_id AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+
+-- name: delete_run_waits
+DELETE FROM waits WHERE run_id = :run_id
+
+-- name: delete_run_timers
+DELETE FROM timers WHERE run_id = :run_id AND kind <> 'cron'
+
+-- name: delete_run_queued_jobs
+DELETE FROM jobs WHERE run_id = :run_id AND status = 'queued'
+
+-- name: select_job_outcome
+SELECT * FROM jobs WHERE job_id = :job_id AND status = 'done'
+
+-- name: delete_done_job
+DELETE FROM jobs WHERE job_id = :job_id AND status = 'done'
+
+-- name: select_stale_outcomes
+SELECT job_id FROM jobs WHERE status = 'done' AND done_at < :before ORDER BY done_at LIMIT :limit
+
+-- name: republish_stale_jobs
+UPDATE jobs SET published_at = :now
+WHERE job_id IN (
+    SELECT job_id FROM jobs
+    WHERE (status = 'queued' AND published_at < :before)
+       OR (status = 'leased' AND lease_until < :now AND published_at < :before)
+    ORDER BY published_at LIMIT :limit
+)
+RETURNING job_id, run_id, function_id, app_id, attempt
+
+-- name: claim_timers
+UPDATE timers SET claimed_by = :owner, claimed_until = :until
+WHERE timer_id IN (
+    SELECT timer_id FROM timers
+    WHERE due_at <= :now AND (claimed_until IS NULL OR claimed_until < :now)
+    ORDER BY due_at LIMIT :limit
+)
+RETURNING *
+
+-- name: delete_claimed_timer
+DELETE FROM timers WHERE timer_id = :timer_id AND claimed_by = :owner
+
+-- name: select_next_timer
+SELECT MIN(due_at) AS due_at FROM timers
