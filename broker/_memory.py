@@ -120,14 +120,19 @@ class MemoryBroker(Broker):
                 if topology.topic_matches(pattern, message.routing_key):
                     await self._queues[queue].put(message)
 
-    async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:  # type: ignore[override]
+    def _is_open(self) -> bool:
+        return self._open
+
+    async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
         source = self._queues.setdefault(queue, _Queue(queue))
-        while self._open:
+        while self._is_open():
             async with source.changed:
                 await source.changed.wait_for(
-                    lambda: not self._open or (source.ready and source.unacked < prefetch)
+                    lambda: (
+                        not self._is_open() or (bool(source.ready) and source.unacked < prefetch)
+                    )
                 )
-                if not self._open:
+                if not self._is_open():
                     return
                 message, redelivered = source.ready.popleft()
                 source.unacked += 1

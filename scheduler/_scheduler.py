@@ -91,15 +91,15 @@ class Scheduler:
         if not self._broker.is_durable:
             # Messages of an in-process broker died with the last process: recover them now.
             await self._until_store_works(lambda: self.sweep(grace_ms=0))
-        loops = {
-            "events": self._consume(topology.SCHEDULER_EVENTS_QUEUE, self._handle_events),
-            "outcomes": self._consume(topology.SCHEDULER_OUTCOMES_QUEUE, self._handle_outcomes),
-            "timers": self._timers_loop(),
-            "sweeper": self._sweeper_loop(),
-            "registry": self._registry_loop(),
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "events": lambda: self._consume(topology.SCHEDULER_EVENTS_QUEUE, self._handle_events),
+            "outcomes": lambda: self._consume(topology.SCHEDULER_OUTCOMES_QUEUE, self._handle_outcomes),
+            "timers": self._timers_loop,
+            "sweeper": self._sweeper_loop,
+            "registry": self._registry_loop,
         }
         tasks = [
-            asyncio.create_task(self._forever(name, loop), name=f"tideflow-scheduler-{name}")
+            asyncio.create_task(loop(), name=f"tideflow-scheduler-{name}")  # type: ignore[arg-type]
             for name, loop in loops.items()
         ]
         try:
@@ -108,9 +108,6 @@ class Scheduler:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _forever(self, name: str, loop: Awaitable[None]) -> None:
-        await loop
 
     async def _until_store_works(self, action: Callable[[], Awaitable[None]]) -> None:
         delay = _STORE_RETRY_S

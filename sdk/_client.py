@@ -15,6 +15,7 @@ from ._function import Function, Handler, make_function
 from ._ids import new_id
 from ._settings import Settings
 from ._triggers import Trigger
+from ._types import is_name
 
 _SEND_TIMEOUT_S = 30.0
 
@@ -48,7 +49,7 @@ class Client:
         broker_url: str | None = None,
         settings: Settings | None = None,
     ) -> None:
-        if not isinstance(app_id, str) or not app_id.strip():
+        if not is_name(app_id):
             raise errors.ConfigError(f"app_id: must be a non-empty string, got {app_id!r}")
         self.settings = settings or Settings.from_env()
         self.app_id = app_id

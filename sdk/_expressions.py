@@ -7,6 +7,7 @@ from typing import Any
 import celpy
 
 from . import errors
+from ._types import is_name
 
 logger = logging.getLogger(__name__)
 _ENV = celpy.Environment()
@@ -16,7 +17,7 @@ class Expression:
     """A compiled CEL expression; evaluation errors count as "no match"."""
 
     def __init__(self, text: str) -> None:
-        if not isinstance(text, str) or not text.strip():
+        if not is_name(text):
             raise errors.ExpressionError(str(text), "an expression must be a non-empty string")
         try:
             ast = _ENV.compile(text)
@@ -26,7 +27,7 @@ class Expression:
         self.text = text
 
     def evaluate(self, variables: dict[str, Any]) -> Any:
-        activation = {name: celpy.json_to_cel(value) for name, value in variables.items()}
+        activation = {name: celpy.json_to_cel(value) for name, value in variables.items()}  # type: ignore[attr-defined]
         result = self._program.evaluate(activation)
         if isinstance(result, Exception):
             raise result

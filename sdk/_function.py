@@ -10,6 +10,7 @@ import pydantic
 
 from . import errors
 from ._triggers import Trigger, TriggerCron, TriggerEvent
+from ._types import is_name
 
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20
@@ -98,18 +99,18 @@ def make_function(
     retries: int,
     on_failure: Handler | None,
 ) -> Function:
-    if not isinstance(fn_id, str) or not _ID.match(fn_id):
+    if not is_name(fn_id) or not _ID.match(fn_id):
         raise errors.ConfigError(
             f"fn_id: {fn_id!r} must be letters, digits, '-', '_', '.' or ':' (starting alphanumeric)"
         )
     triggers = _triggers(fn_id, trigger)
-    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+    if not _is_count(retries, MAX_RETRIES):
         raise errors.ConfigError(
             f"{fn_id}: retries must be an int in 0..{MAX_RETRIES}, got {retries!r}"
         )
-    if not callable(handler):
+    if not _is_callable(handler):
         raise errors.ConfigError(f"{fn_id}: the handler must be callable")
-    if on_failure is not None and not callable(on_failure):
+    if on_failure is not None and not _is_callable(on_failure):
         raise errors.ConfigError(f"{fn_id}: on_failure must be callable, got {on_failure!r}")
     return Function(
         app_id=app_id,
@@ -123,14 +124,24 @@ def make_function(
 
 
 def _triggers(fn_id: str, trigger: Trigger | Sequence[Trigger]) -> list[Trigger]:
-    triggers = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
+    triggers: list[object] = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
     if not triggers:
         raise errors.ConfigError(f"{fn_id}: at least one trigger is required")
     if len(triggers) > MAX_TRIGGERS:
         raise errors.ConfigError(f"{fn_id}: {len(triggers)} triggers; the limit is {MAX_TRIGGERS}")
+    checked: list[Trigger] = []
     for item in triggers:
         if not isinstance(item, (TriggerEvent, TriggerCron)):
             raise errors.ConfigError(
                 f"{fn_id}: a trigger must be TriggerEvent or TriggerCron, got {item!r}"
             )
-    return triggers
+        checked.append(item)
+    return checked
+
+
+def _is_callable(value: object) -> bool:
+    return callable(value)
+
+
+def _is_count(value: object, maximum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum

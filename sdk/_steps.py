@@ -13,6 +13,7 @@ from . import errors
 from ._durations import to_ms, to_utc_ms
 from ._event import Event, check_event
 from ._ids import derived_id, step_hash
+from ._types import is_name
 
 MAX_STEPS_PER_RUN = 1_000
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
@@ -78,7 +79,7 @@ class Pass:
             raise errors.TideflowError(
                 f"step {name!r} called inside another step's body; steps cannot nest"
             )
-        if not isinstance(name, str) or not name:
+        if not is_name(name):
             raise errors.TideflowError(f"a step id must be a non-empty string, got {name!r}")
         occurrence = self.counters.get(name, 0)
         self.counters[name] = occurrence + 1
@@ -130,7 +131,7 @@ def wait_for_event_opts(
 
 
 def wait_for_signal_opts(*, signal: str, timeout: datetime.timedelta | int | str) -> dict[str, Any]:
-    if not isinstance(signal, str) or not signal:
+    if not is_name(signal):
         raise errors.TideflowError(f"a signal must be a non-empty string, got {signal!r}")
     return {"signal": signal, "timeout_ms": to_ms(timeout, field="timeout")}
 
@@ -138,7 +139,7 @@ def wait_for_signal_opts(*, signal: str, timeout: datetime.timedelta | int | str
 def invoke_opts(
     *, function_id: str, data: Any, timeout: datetime.timedelta | int | str | None
 ) -> dict[str, Any]:
-    if isinstance(data, dict) is False and data is not None:
+    if not _is_object_or_none(data):
         raise errors.TideflowError(f"invoke data must be a JSON object, got {type(data).__name__}")
     return {
         "function_id": function_id,
@@ -165,3 +166,7 @@ def send_event_opts(
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _is_object_or_none(value: object) -> bool:
+    return value is None or isinstance(value, dict)

@@ -7,6 +7,7 @@ import croniter
 
 from . import errors
 from ._expressions import compile_expression
+from ._types import is_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +19,7 @@ class TriggerEvent:
     expression: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.event, str) or not self.event.strip():
+        if not is_name(self.event):
             raise errors.ConfigError(
                 f"TriggerEvent.event: must be a non-empty name, got {self.event!r}"
             )
@@ -46,8 +47,8 @@ def parse_cron(text: str) -> tuple[str, str]:
     """Splits `TZ=Area/City m h dom mon dow` into (timezone, expression), validating both."""
     import zoneinfo
 
-    if not isinstance(text, str):
-        raise errors.ConfigError(f"TriggerCron.cron: expected a string, got {text!r}")
+    if not is_name(text):
+        raise errors.ConfigError(f"TriggerCron.cron: expected a cron string, got {text!r}")
     tz, expression = "UTC", text.strip()
     if expression.startswith(("TZ=", "CRON_TZ=")):
         head, _, expression = expression.partition(" ")

@@ -376,11 +376,11 @@ class SqlStore(Store, abc.ABC):
         applied.events.extend(change.events)
 
     async def _schedule_retry(self, tx: Tx, change: m.ScheduleRetry) -> None:
-        if change.step is not None:
-            if not await tx.execute(
-                "record_failed_attempt", _step_params(change.run_id, change.step)
-            ):
-                return
+        step = change.step
+        if step is not None and not await tx.execute(
+            "record_failed_attempt", _step_params(change.run_id, step)
+        ):
+            return
         if change.run_attempt is not None:
             await tx.execute(
                 "set_run_attempt", {"run_id": change.run_id, "attempt": change.run_attempt}

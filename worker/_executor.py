@@ -132,7 +132,8 @@ class Execution:
         """Runs one step; returns a retry request if it failed and has attempts left."""
         started = _now_ms()
         if op.op == steps.OP_SEND_EVENT:
-            return self._send_events(op, started)
+            self._send_events(op, started)
+            return None
         previous = self.state.steps.get(op.hash)
         attempt = previous.attempt if previous is not None else 0
         token = steps.current_step_attempt.set(attempt)

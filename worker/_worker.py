@@ -93,9 +93,8 @@ class Worker:
                     await slots.acquire()
                     task = asyncio.create_task(self._handle(delivery), name="tideflow-job")
                     self._tasks.add(task)
-                    task.add_done_callback(
-                        lambda done: (self._tasks.discard(done), slots.release())
-                    )
+                    task.add_done_callback(self._tasks.discard)
+                    task.add_done_callback(lambda _: slots.release())
                 return
             except errors.BrokerError as exc:
                 logger.warning("consuming jobs of %s failed (%s); reconnecting", app_id, exc)

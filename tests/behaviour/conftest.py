@@ -1,0 +1,28 @@
+"""The behaviour suite: the engine seen through its public surface (SDK and HTTP API), run
+on every backend pair."""
+
+from __future__ import annotations
+
+import pytest
+
+import tideflow
+from tideflow.testing import Engine, EngineFactory
+
+
+@pytest.fixture(params=["embedded"])
+def backend_environ(request: pytest.FixtureRequest) -> dict[str, str]:
+    """`TIDEFLOW_*` settings selecting the backends under test."""
+    return {}
+
+
+@pytest.fixture
+def engine_for(backend_environ: dict[str, str]) -> EngineFactory:
+    def make(app: tideflow.Client, **environ: str) -> Engine:
+        return Engine(app, environ={**backend_environ, **environ})
+
+    return make
+
+
+@pytest.fixture
+def client() -> tideflow.Client:
+    return tideflow.Client(app_id="test")
