@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+import prometheus_client
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -140,6 +141,11 @@ class Api:
         status = 200 if database and broker else 503
         return JSONResponse({"database": database, "broker": broker}, status_code=status)
 
+    async def metrics(self, request: Request) -> Response:
+        return Response(
+            prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+        )
+
     def routes(self) -> list[Route]:
         return [
             Route("/e/{event_key}", self.send_events, methods=["POST"]),
@@ -150,6 +156,7 @@ class Api:
             Route("/v1/runs/{run_id}/steps", self.run_steps, methods=["GET"]),
             Route("/v1/signals", self.signal, methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
         ]
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from tideflow import errors
 
+from . import _metrics
 from . import _topology as topology
 from ._base import Broker, Delivery, Message, declare_fixed_topology
 
@@ -116,6 +117,7 @@ class MemoryBroker(Broker):
         if not self._open:
             raise errors.BrokerConnectionError("the memory broker is closed")
         for message in messages:
+            _metrics.PUBLISHED.labels("memory", message.exchange).inc()
             for pattern, queue in self._bindings.get(message.exchange, ()):
                 if topology.topic_matches(pattern, message.routing_key):
                     await self._queues[queue].put(message)
@@ -136,6 +138,7 @@ class MemoryBroker(Broker):
                     return
                 message, redelivered = source.ready.popleft()
                 source.unacked += 1
+            _metrics.CONSUMED.labels("memory", queue).inc()
             yield _MemoryDelivery(self, source, message, redelivered)
 
     def depth(self, queue: str) -> int:

@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
 
+import prometheus_client
 import uvicorn
 from tideflow import Function, Settings
 from tideflow.api import Api, create_app
@@ -115,7 +116,13 @@ async def run_api(settings: Settings, *, host: str, port: int) -> None:
         )
 
 
+def _serve_metrics(settings: Settings) -> None:
+    if settings.metrics_port is not None:
+        prometheus_client.start_http_server(settings.metrics_port)
+
+
 async def run_scheduler(settings: Settings) -> None:
+    _serve_metrics(settings)
     async with connected(settings) as (store, broker):
         stop = asyncio.Event()
         _stop_on_signals(stop)
@@ -125,6 +132,7 @@ async def run_scheduler(settings: Settings) -> None:
 async def run_worker(
     settings: Settings, functions: Sequence[Function], *, concurrency: int
 ) -> None:
+    _serve_metrics(settings)
     async with connected(settings) as (store, broker):
         stop = asyncio.Event()
         _stop_on_signals(stop)

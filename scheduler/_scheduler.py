@@ -5,7 +5,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from tideflow import errors
 from tideflow._ids import new_id
@@ -14,6 +15,7 @@ from tideflow.broker import Broker, Delivery, JobMessage, OutcomeMessage, publis
 from tideflow.store import Store
 from tideflow.store import models as m
 
+from . import _metrics
 from . import _planning as planning
 from ._batches import batches
 from ._cron import cron_timer
@@ -91,15 +93,17 @@ class Scheduler:
         if not self._broker.is_durable:
             # Messages of an in-process broker died with the last process: recover them now.
             await self._until_store_works(lambda: self.sweep(grace_ms=0))
-        loops: dict[str, Callable[[], Awaitable[None]]] = {
+        loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
             "events": lambda: self._consume(topology.SCHEDULER_EVENTS_QUEUE, self._handle_events),
-            "outcomes": lambda: self._consume(topology.SCHEDULER_OUTCOMES_QUEUE, self._handle_outcomes),
+            "outcomes": lambda: self._consume(
+                topology.SCHEDULER_OUTCOMES_QUEUE, self._handle_outcomes
+            ),
             "timers": self._timers_loop,
             "sweeper": self._sweeper_loop,
             "registry": self._registry_loop,
         }
         tasks = [
-            asyncio.create_task(loop(), name=f"tideflow-scheduler-{name}")  # type: ignore[arg-type]
+            asyncio.create_task(loop(), name=f"tideflow-scheduler-{name}")
             for name, loop in loops.items()
         ]
         try:
@@ -169,6 +173,7 @@ class Scheduler:
         waits = await self._store.waits_for_events([record.name for record in records])
         plans = [(record, planning.plan_event(record, self._registry, waits)) for record in records]
         applied = await self._store.process_events(plans, self.now_ms())
+        _metrics.EVENTS.inc(len(records))
         await self._dispatcher.publish(applied)
 
     # Outcomes
@@ -207,6 +212,9 @@ class Scheduler:
                 }
                 changes = [m.FinishRun(outcome.run.run_id, m.FAILED, error=error)]
             applied = await self._store.apply_outcome(outcome.job.job_id, changes, now)
+            for change in changes:
+                if isinstance(change, m.FinishRun) and applied.done:
+                    _metrics.RUNS_FINISHED.labels(change.status).inc()
             if any(isinstance(change, (m.AddWait, m.ScheduleRetry)) for change in changes):
                 self._timer_wakeup.set()
             await self._dispatcher.publish(applied)
@@ -231,6 +239,7 @@ class Scheduler:
         claim_until = now + int(self._settings.lease_s * 1000)
         timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
         for timer in timers:
+            _metrics.TIMERS.labels(timer.kind).inc()
             changes = planning.plan_timer(timer, self._registry, self.now_ms())
             applied = await self._store.fire_timer(timer, self._owner, changes, self.now_ms())
             await self._dispatcher.publish(applied)
@@ -250,6 +259,7 @@ class Scheduler:
         now = self.now_ms()
         for job in await self._store.stale_jobs(now, now - grace_ms, _BATCH * 4):
             logger.info("re-dispatching job %s of run %s", job.job_id, job.run_id)
+            _metrics.REDISPATCHED.inc()
             await self._dispatcher.publish(m.Applied(jobs=[job]))
         stale_outcomes = await self._store.stale_outcomes(now - min(grace_ms, 2000), _BATCH)
         await self.process_outcomes(stale_outcomes)

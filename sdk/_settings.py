@@ -25,6 +25,7 @@ class Settings:
     retry_backoff_base_ms: int = 15_000
     lease_s: float = 30.0
     env: str = "production"
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +55,7 @@ class Settings:
             ),
             lease_s=_number(env, "LEASE_S", defaults.lease_s, float),
             env=text("ENV", defaults.env),
+            metrics_port=_number(env, "METRICS_PORT", 0, int) or None,
         )
 
     def configure_logging(self) -> None:

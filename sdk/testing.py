@@ -78,12 +78,23 @@ class Engine:
         self.api = Api(store=self.store, broker=self.broker, settings=self.settings)
         for client in self._clients:
             client.attach_sender(self.api.ingest)
-        self.scheduler = Scheduler(store=self.store, broker=self.broker, settings=self.settings, poll_s=0.05)
+        self.scheduler = Scheduler(
+            store=self.store, broker=self.broker, settings=self.settings, poll_s=0.05
+        )
         if self._run_worker:
-            worker = Worker(store=self.store, broker=self.broker, settings=self.settings, functions=self.functions)
+            worker = Worker(
+                store=self.store,
+                broker=self.broker,
+                settings=self.settings,
+                functions=self.functions,
+            )
             await worker.register()
-            self._tasks.append(asyncio.create_task(worker.run(self._stop), name="tideflow-test-worker"))
-        self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop), name="tideflow-test-scheduler"))
+            self._tasks.append(
+                asyncio.create_task(worker.run(self._stop), name="tideflow-test-worker")
+            )
+        self._tasks.append(
+            asyncio.create_task(self.scheduler.run(self._stop), name="tideflow-test-scheduler")
+        )
         transport = httpx.ASGITransport(app=create_app(self.api))
         self.http = httpx.AsyncClient(transport=transport, base_url="http://tideflow.test")
         return self
@@ -149,7 +160,9 @@ class Engine:
             if run["status"] in status:
                 return run
             if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} is {run['status']}, expected one of {list(status)}")
+                raise TimeoutError(
+                    f"run {run_id} is {run['status']}, expected one of {list(status)}"
+                )
             await asyncio.sleep(0.02)
 
     async def finish(self, event: dict[str, Any], *, timeout_s: float = 10.0) -> Result:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from tideflow import errors
 
+from . import _metrics
 from ._queries import load_queries
 from ._sql import SqlStore, Tx
 
@@ -24,6 +25,8 @@ class _SqliteTx:
     async def fetch(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         sql = self._store.queries[query]
 
+        _metrics.STATEMENTS.labels("sqlite").inc()
+
         def run() -> list[dict[str, Any]]:
             cursor = self._connection.execute(sql, dict(params))
             return [dict(row) for row in cursor.fetchall()]
@@ -32,6 +35,8 @@ class _SqliteTx:
 
     async def execute(self, query: str, params: Mapping[str, Any]) -> int:
         sql = self._store.queries[query]
+
+        _metrics.STATEMENTS.labels("sqlite").inc()
 
         def run() -> int:
             return self._connection.execute(sql, dict(params)).rowcount
@@ -119,6 +124,8 @@ class SqliteStore(SqlStore):
             try:
                 yield _SqliteTx(self, connection)
             except BaseException:
+                _metrics.TRANSACTIONS.labels("sqlite", "rollback").inc()
                 await asyncio.shield(self.call(lambda: connection.execute("ROLLBACK")))
                 raise
+            _metrics.TRANSACTIONS.labels("sqlite", "commit").inc()
             await asyncio.shield(self.call(lambda: connection.execute("COMMIT")))

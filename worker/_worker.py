@@ -14,6 +14,7 @@ from tideflow.broker import Broker, Delivery, JobMessage, OutcomeMessage, publis
 from tideflow.store import Store
 from tideflow.store import models as m
 
+from . import _metrics
 from ._executor import Execution, JobResult
 
 logger = logging.getLogger(__name__)
@@ -128,11 +129,15 @@ class Worker:
         function = self._functions.get(state.run.function_id)
         renewal = asyncio.create_task(self._renew(message.job_id, lease_ms), name="tideflow-lease")
         try:
-            result = await self._execute(function, state)
+            with _metrics.JOB_SECONDS.time():
+                result = await self._execute(function, state)
         finally:
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
+        _metrics.JOBS.labels(result.outcome.get("kind", "unknown")).inc()
+        for step in result.steps:
+            _metrics.STEPS.labels(step.status).inc()
         written = await self._store.finish_job(
             message.job_id,
             self._owner,

@@ -4,7 +4,6 @@ on every backend pair."""
 from __future__ import annotations
 
 import pytest
-
 import tideflow
 from tideflow.testing import Engine, EngineFactory
 

@@ -12,7 +12,9 @@ async def test_a_failing_step_is_retried_with_its_attempt_counted(
     attempts: list[int] = []
     outside: list[int] = []
 
-    @client.create_function(fn_id="flaky", trigger=tideflow.TriggerEvent(event="t/flaky"), retries=3)
+    @client.create_function(
+        fn_id="flaky", trigger=tideflow.TriggerEvent(event="t/flaky"), retries=3
+    )
     async def flaky(ctx: tideflow.Context) -> int:
         def body() -> int:
             attempts.append(ctx.attempt)
@@ -35,7 +37,9 @@ async def test_a_failing_step_is_retried_with_its_attempt_counted(
     assert (step["status"], step["attempt"], step["output"]) == ("Completed", 2, 2)
 
 
-async def test_steps_count_their_retries_independently(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_steps_count_their_retries_independently(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     failures = {"a": 1, "b": 1}
 
     def fail_once(name: str) -> str:
@@ -64,28 +68,44 @@ async def test_a_step_out_of_attempts_raises_step_error_that_a_fallback_can_catc
         calls.append("primary")
         raise TimeoutError("provider down")
 
-    @client.create_function(fn_id="fallback", trigger=tideflow.TriggerEvent(event="t/fallback"), retries=2)
+    @client.create_function(
+        fn_id="fallback", trigger=tideflow.TriggerEvent(event="t/fallback"), retries=2
+    )
     async def fallback(ctx: tideflow.Context) -> dict[str, Any]:
         try:
             await ctx.step.run("primary", always_fails)
         except tideflow.StepError as exc:
             backup = await ctx.step.run("backup", lambda: "from backup")
-            return {"error": [exc.name, exc.message], "stack": "TimeoutError" in (exc.stack or ""), "value": backup}
+            return {
+                "error": [exc.name, exc.message],
+                "stack": "TimeoutError" in (exc.stack or ""),
+                "value": backup,
+            }
         return {}
 
     async with engine_for(client) as engine:
         result = await engine.finish({"name": "t/fallback"})
 
-    assert result.output == {"error": ["TimeoutError", "provider down"], "stack": True, "value": "from backup"}
+    assert result.output == {
+        "error": ["TimeoutError", "provider down"],
+        "stack": True,
+        "value": "from backup",
+    }
     assert calls == ["primary"] * 3
     primary = result.steps[0]
-    assert (primary["status"], primary["attempt"], primary["error"]["message"]) == ("Failed", 2, "provider down")
+    assert (primary["status"], primary["attempt"], primary["error"]["message"]) == (
+        "Failed",
+        2,
+        "provider down",
+    )
 
 
 async def test_an_uncaught_step_error_fails_the_run_with_its_error(
     client: tideflow.Client, engine_for: EngineFactory
 ) -> None:
-    @client.create_function(fn_id="doomed", trigger=tideflow.TriggerEvent(event="t/doomed"), retries=1)
+    @client.create_function(
+        fn_id="doomed", trigger=tideflow.TriggerEvent(event="t/doomed"), retries=1
+    )
     async def doomed(ctx: tideflow.Context) -> None:
         await ctx.step.run("explode", lambda: 1 / 0)
 
@@ -98,14 +118,18 @@ async def test_an_uncaught_step_error_fails_the_run_with_its_error(
     assert "ZeroDivisionError" in result.run["error"]["stack"]
 
 
-async def test_non_retriable_error_stops_at_once(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_non_retriable_error_stops_at_once(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     calls: list[int] = []
 
     def refuse() -> None:
         calls.append(1)
         raise tideflow.NonRetriableError("card declined")
 
-    @client.create_function(fn_id="strict", trigger=tideflow.TriggerEvent(event="t/strict"), retries=5)
+    @client.create_function(
+        fn_id="strict", trigger=tideflow.TriggerEvent(event="t/strict"), retries=5
+    )
     async def strict(ctx: tideflow.Context) -> None:
         await ctx.step.run("charge", refuse)
 
@@ -123,12 +147,16 @@ async def test_errors_outside_steps_retry_the_run_then_fail_it(
 ) -> None:
     passes: list[int] = []
 
-    @client.create_function(fn_id="outside", trigger=tideflow.TriggerEvent(event="t/outside"), retries=2)
+    @client.create_function(
+        fn_id="outside", trigger=tideflow.TriggerEvent(event="t/outside"), retries=2
+    )
     async def outside(ctx: tideflow.Context) -> None:
         passes.append(ctx.attempt)
         raise KeyError("missing")
 
-    @client.create_function(fn_id="outside-strict", trigger=tideflow.TriggerEvent(event="t/outside-strict"))
+    @client.create_function(
+        fn_id="outside-strict", trigger=tideflow.TriggerEvent(event="t/outside-strict")
+    )
     async def outside_strict(ctx: tideflow.Context) -> None:
         passes.append(-1)
         raise tideflow.NonRetriableError("no point")
@@ -137,12 +165,16 @@ async def test_errors_outside_steps_retry_the_run_then_fail_it(
         retried = await engine.finish({"name": "t/outside"})
         strict = await engine.finish({"name": "t/outside-strict"})
 
-    assert retried.status == "Failed" and retried.run["error"]["name"] == "KeyError"
-    assert strict.status == "Failed" and strict.run["error"]["message"] == "no point"
+    assert retried.status == "Failed"
+    assert retried.run["error"]["name"] == "KeyError"
+    assert strict.status == "Failed"
+    assert strict.run["error"]["message"] == "no point"
     assert passes == [0, 1, 2, -1]
 
 
-async def test_retry_after_error_sets_the_delay(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_retry_after_error_sets_the_delay(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     import time
 
     seen: list[float] = []
@@ -165,14 +197,19 @@ async def test_retry_after_error_sets_the_delay(client: tideflow.Client, engine_
     assert seen[1] - seen[0] >= 0.45
 
 
-async def test_on_failure_runs_once_with_the_failed_event(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_on_failure_runs_once_with_the_failed_event(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     failures: list[dict[str, Any]] = []
 
     async def handle_failure(ctx: tideflow.Context) -> None:
         failures.append({"name": ctx.event.name, **ctx.event.data})
 
     @client.create_function(
-        fn_id="fragile", trigger=tideflow.TriggerEvent(event="t/fragile"), retries=1, on_failure=handle_failure
+        fn_id="fragile",
+        trigger=tideflow.TriggerEvent(event="t/fragile"),
+        retries=1,
+        on_failure=handle_failure,
     )
     async def fragile(ctx: tideflow.Context) -> None:
         await ctx.step.run("break", lambda: [][1])
@@ -181,7 +218,9 @@ async def test_on_failure_runs_once_with_the_failed_event(client: tideflow.Clien
         result = await engine.finish({"name": "t/fragile", "data": {"order": 3}})
         failed_events = []
         for _ in range(200):
-            failed_events = (await engine.http.get("/v1/events", params={"name": "tideflow/function.failed"})).json()["data"]
+            failed_events = (
+                await engine.http.get("/v1/events", params={"name": "tideflow/function.failed"})
+            ).json()["data"]
             if failed_events and failures:
                 break
             import asyncio
@@ -222,7 +261,9 @@ async def test_finished_runs_emit_system_events_other_functions_trigger_on(
         import asyncio
 
         for _ in range(300):
-            events = (await engine.http.get("/v1/events", params={"name": "tideflow/function.finished"})).json()["data"]
+            events = (
+                await engine.http.get("/v1/events", params={"name": "tideflow/function.finished"})
+            ).json()["data"]
             audited = [e for e in events if e["data"]["function_id"] == "test-worker"]
             if audited:
                 break

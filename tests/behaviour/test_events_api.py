@@ -6,7 +6,6 @@ from typing import Any
 
 import pydantic
 import pytest
-
 import tideflow
 from tideflow.testing import EngineFactory
 
@@ -23,7 +22,8 @@ async def test_post_e_answers_one_engine_id_per_event_in_order(
     define_echo(client)
     async with engine_for(client) as engine:
         answer = await engine.http.post(
-            "/e/key", json=[{"name": "t/echo", "data": {"n": n}, "id": f"dedup-{n}"} for n in range(3)]
+            "/e/key",
+            json=[{"name": "t/echo", "data": {"n": n}, "id": f"dedup-{n}"} for n in range(3)],
         )
         ids = answer.json()["ids"]
         outputs = []
@@ -31,8 +31,10 @@ async def test_post_e_answers_one_engine_id_per_event_in_order(
             (run,) = await engine.wait_for_runs(event_id)
             outputs.append((await engine.wait_for_run(run["run_id"]))["output"])
 
-    assert answer.status_code == 200 and answer.json()["status"] == 200
-    assert len(set(ids)) == 3 and not any(event_id.startswith("dedup") for event_id in ids)
+    assert answer.status_code == 200
+    assert answer.json()["status"] == 200
+    assert len(set(ids)) == 3
+    assert not any(event_id.startswith("dedup") for event_id in ids)
     assert outputs == [{"n": 0}, {"n": 1}, {"n": 2}]
 
 
@@ -92,7 +94,10 @@ async def test_trigger_expressions_and_lists_of_triggers_pick_events(
         (json.dumps([{"name": "ok"}, 3]).encode(), "event 1: expected a JSON object"),
         (json.dumps([]).encode(), "no events"),
         (json.dumps({"name": "tideflow/function.failed"}).encode(), "reserved"),
-        (json.dumps({"name": "x", "data": {"blob": "x" * 600_000}}).encode(), "the limit is 524288"),
+        (
+            json.dumps({"name": "x", "data": {"blob": "x" * 600_000}}).encode(),
+            "the limit is 524288",
+        ),
         (json.dumps([{"name": "x"}] * 5001).encode(), "the limit is 5000"),
     ],
 )
@@ -112,13 +117,16 @@ async def test_bad_events_get_400_with_the_reason_and_nothing_is_stored(
     assert run["function_id"] == "test-echo"
 
 
-async def test_event_key_is_required_when_configured(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_event_key_is_required_when_configured(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     define_echo(client)
     async with engine_for(client, TIDEFLOW_EVENT_KEY="s3cret") as engine:
         refused = await engine.http.post("/e/wrong", json={"name": "t/echo"})
         accepted = await engine.http.post("/e/s3cret", json={"name": "t/echo"})
 
-    assert refused.status_code == 401 and refused.json()["error"] == "invalid event key"
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid event key"
     assert accepted.status_code == 200
 
 
@@ -156,8 +164,10 @@ async def test_cancelling_a_run_stops_it_and_a_finished_run_answers_409(
         await asyncio.sleep(2.3)
         final = await engine.run(run["run_id"])
 
-    assert cancelled.status_code == 200 and cancelled.json()["data"]["status"] == "Cancelled"
-    assert again.status_code == 409 and again.json()["data"]["status"] == "Cancelled"
+    assert cancelled.status_code == 200
+    assert cancelled.json()["data"]["status"] == "Cancelled"
+    assert again.status_code == 409
+    assert again.json()["data"]["status"] == "Cancelled"
     assert final["status"] == "Cancelled"
     assert after_sleep == []
 
@@ -183,7 +193,9 @@ async def test_handler_result_that_is_not_json_fails_the_run_with_the_reason(
     assert "step 'set' output is not JSON-serialisable" in stepped.run["error"]["message"]
 
 
-async def test_schemas_validate_sent_data_and_type_the_handlers_event(engine_for: EngineFactory) -> None:
+async def test_schemas_validate_sent_data_and_type_the_handlers_event(
+    engine_for: EngineFactory,
+) -> None:
     class Signup(pydantic.BaseModel):
         user_id: int
         plan: str = "free"
@@ -207,7 +219,9 @@ async def test_schemas_validate_sent_data_and_type_the_handlers_event(engine_for
     assert seen[0] == "Signup"
 
 
-async def test_health_reports_database_and_broker(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_health_reports_database_and_broker(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     define_echo(client)
     async with engine_for(client) as engine:
         answer = await engine.http.get("/health")

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import tideflow
-
 from tideflow.testing import EngineFactory
 
 
@@ -40,7 +39,8 @@ async def test_each_step_body_runs_once_and_its_result_is_memoized(
         ("c", "run", "Completed", 3),
     ]
     assert result.run["function_id"] == "test-three-steps"
-    assert result.run["run_started_at"] is not None and result.run["ended_at"] is not None
+    assert result.run["run_started_at"] is not None
+    assert result.run["ended_at"] is not None
 
 
 async def test_a_step_id_reused_in_a_loop_counts_occurrences(
@@ -71,7 +71,9 @@ async def test_sync_handlers_get_the_same_steps_synchronously(
     def sync_handler(ctx: Any) -> dict[str, Any]:
         first = ctx.step.run("first", body, 1)
         ctx.step.sleep("nap", "50ms")
-        pair = ctx.group.parallel((lambda: ctx.step.run("x", body, 2), lambda: ctx.step.run("y", body, 3)))
+        pair = ctx.group.parallel(
+            (lambda: ctx.step.run("x", body, 2), lambda: ctx.step.run("y", body, 3))
+        )
         return {"first": first, "pair": list(pair), "user": ctx.event.data["user"]}
 
     async with engine_for(client) as engine:
@@ -82,7 +84,9 @@ async def test_sync_handlers_get_the_same_steps_synchronously(
     assert sorted(calls) == [1, 2, 3]
 
 
-async def test_sleep_pauses_the_run_for_its_duration(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_sleep_pauses_the_run_for_its_duration(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     @client.create_function(fn_id="sleeper", trigger=tideflow.TriggerEvent(event="t/sleep"))
     async def sleeper(ctx: tideflow.Context) -> float:
         before = await ctx.step.run("before", time.time)
@@ -114,7 +118,9 @@ async def test_sleep_until_a_datetime(client: tideflow.Client, engine_for: Engin
     assert (result.status, result.output) == ("Completed", True)
 
 
-async def test_parallel_steps_return_results_in_order(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_parallel_steps_return_results_in_order(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     calls: list[str] = []
 
     async def slow(name: str) -> str:
@@ -142,7 +148,9 @@ async def test_send_event_step_sends_once_and_triggers_other_functions(
 ) -> None:
     @client.create_function(fn_id="sender", trigger=tideflow.TriggerEvent(event="t/send"))
     async def sender(ctx: tideflow.Context) -> list[str]:
-        ids = await ctx.step.send_event("notify", [tideflow.Event(name="t/notified", data={"n": 1})])
+        ids = await ctx.step.send_event(
+            "notify", [tideflow.Event(name="t/notified", data={"n": 1})]
+        )
         await ctx.step.sleep("nap", 20)
         return ids
 

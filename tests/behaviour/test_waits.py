@@ -4,8 +4,6 @@ import asyncio
 import datetime
 from typing import Any
 
-import pytest
-
 import tideflow
 from tideflow.testing import EngineFactory
 
@@ -49,7 +47,9 @@ async def test_wait_for_event_resumes_with_the_matching_event_only(
     assert [(s["op"], s["status"]) for s in steps] == [("wait_for_event", "Completed")]
 
 
-async def test_wait_for_event_returns_none_on_timeout(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_wait_for_event_returns_none_on_timeout(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     define_waiter(client, timeout="200ms")
     async with engine_for(client) as engine:
         result = await engine.finish({"name": "t/order.created", "data": {"order": 1}})
@@ -57,7 +57,9 @@ async def test_wait_for_event_returns_none_on_timeout(client: tideflow.Client, e
     assert (result.status, result.output) == ("Completed", None)
 
 
-async def test_one_event_resolves_each_matching_wait_once(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_one_event_resolves_each_matching_wait_once(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     define_waiter(client)
     async with engine_for(client) as engine:
         runs = []
@@ -73,11 +75,15 @@ async def test_one_event_resolves_each_matching_wait_once(client: tideflow.Clien
     assert [run["output"]["data"] for run in ended] == [{"order": 7}] * 3
 
 
-async def test_wait_for_signal_resumes_with_the_signal_data(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_wait_for_signal_resumes_with_the_signal_data(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     @client.create_function(fn_id="approval", trigger=tideflow.TriggerEvent(event="t/approve"))
     async def approval(ctx: tideflow.Context) -> Any:
         return await ctx.step.wait_for_signal(
-            "approved", signal=f"approval-{ctx.event.data['id']}", timeout=datetime.timedelta(seconds=10)
+            "approved",
+            signal=f"approval-{ctx.event.data['id']}",
+            timeout=datetime.timedelta(seconds=10),
         )
 
     async with engine_for(client) as engine:
@@ -85,7 +91,9 @@ async def test_wait_for_signal_resumes_with_the_signal_data(client: tideflow.Cli
         (event_id,) = await engine.send({"name": "t/approve", "data": {"id": 9}})
         (run,) = await engine.wait_for_runs(event_id)
         await wait_until_waiting(engine, run["run_id"], "approved")
-        answer = await engine.http.post("/v1/signals", json={"signal": "approval-9", "data": {"by": "bob"}})
+        answer = await engine.http.post(
+            "/v1/signals", json={"signal": "approval-9", "data": {"by": "bob"}}
+        )
         ended = await engine.wait_for_run(run["run_id"])
         again = await engine.http.post("/v1/signals", json={"signal": "approval-9", "data": 2})
 
@@ -96,7 +104,9 @@ async def test_wait_for_signal_resumes_with_the_signal_data(client: tideflow.Cli
     assert again.status_code == 404
 
 
-async def test_wait_for_signal_times_out_with_none(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_wait_for_signal_times_out_with_none(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     @client.create_function(fn_id="approval", trigger=tideflow.TriggerEvent(event="t/approve"))
     async def approval(ctx: tideflow.Context) -> Any:
         return {"got": await ctx.step.wait_for_signal("approved", signal="never", timeout="150ms")}
@@ -107,7 +117,9 @@ async def test_wait_for_signal_times_out_with_none(client: tideflow.Client, engi
     assert result.output == {"got": None}
 
 
-async def test_invoke_returns_the_invoked_functions_output(client: tideflow.Client, engine_for: EngineFactory) -> None:
+async def test_invoke_returns_the_invoked_functions_output(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     @client.create_function(fn_id="double", trigger=tideflow.TriggerEvent(event="t/never"))
     async def double(ctx: tideflow.Context) -> int:
         value: int = await ctx.step.run("double", lambda: ctx.event.data["n"] * 2)
@@ -132,7 +144,9 @@ async def test_invoke_returns_the_invoked_functions_output(client: tideflow.Clie
 async def test_invoking_a_failing_or_unknown_function_raises_step_error(
     client: tideflow.Client, engine_for: EngineFactory
 ) -> None:
-    @client.create_function(fn_id="broken", trigger=tideflow.TriggerEvent(event="t/never"), retries=0)
+    @client.create_function(
+        fn_id="broken", trigger=tideflow.TriggerEvent(event="t/never"), retries=0
+    )
     async def broken(ctx: tideflow.Context) -> None:
         raise ValueError("child is broken")
 
@@ -156,8 +170,9 @@ async def test_invoking_a_failing_or_unknown_function_raises_step_error(
     ]
 
 
-@pytest.mark.parametrize("timeout", ["100ms"])
-async def test_invoke_times_out_with_step_error(client: tideflow.Client, engine_for: EngineFactory, timeout: str) -> None:
+async def test_invoke_times_out_with_step_error(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
     @client.create_function(fn_id="slow", trigger=tideflow.TriggerEvent(event="t/never"))
     async def slow(ctx: tideflow.Context) -> None:
         await ctx.step.sleep("long", "10s")
@@ -165,7 +180,7 @@ async def test_invoke_times_out_with_step_error(client: tideflow.Client, engine_
     @client.create_function(fn_id="caller", trigger=tideflow.TriggerEvent(event="t/call"))
     async def caller(ctx: tideflow.Context) -> str:
         try:
-            await ctx.step.invoke("call", function=slow, data={}, timeout=timeout)
+            await ctx.step.invoke("call", function=slow, data={}, timeout="100ms")
         except tideflow.StepError as exc:
             return exc.name
         return "no error"

@@ -26,7 +26,13 @@ def free_port() -> int:
         return port
 
 
-def eventually(check: Callable[[], T | None], *, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "") -> T:
+def eventually(
+    check: Callable[[], T | None],
+    *,
+    timeout_s: float = 30.0,
+    interval_s: float = 0.1,
+    what: str = "",
+) -> T:
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -43,11 +49,17 @@ def eventually(check: Callable[[], T | None], *, timeout_s: float = 30.0, interv
 class Process:
     """A `tideflow` subcommand running in `cwd`, its output in a log file."""
 
-    def __init__(self, args: list[str], *, cwd: pathlib.Path, env: dict[str, str], name: str) -> None:
+    def __init__(
+        self, args: list[str], *, cwd: pathlib.Path, env: dict[str, str], name: str
+    ) -> None:
         self.log_path = cwd / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            [TIDEFLOW, *args], cwd=cwd, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT
+            [TIDEFLOW, *args],
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def kill(self) -> None:
@@ -71,7 +83,9 @@ class Process:
 
 
 @contextlib.contextmanager
-def running(args: list[str], *, cwd: pathlib.Path, env: dict[str, str], name: str) -> Iterator[Process]:
+def running(
+    args: list[str], *, cwd: pathlib.Path, env: dict[str, str], name: str
+) -> Iterator[Process]:
     process = Process(args, cwd=cwd, env=env, name=name)
     try:
         yield process

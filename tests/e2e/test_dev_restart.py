@@ -7,7 +7,6 @@ import pathlib
 import textwrap
 
 import pytest
-
 from helpers import Api, eventually, free_port, running
 
 APP = textwrap.dedent(
@@ -39,16 +38,24 @@ APP = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_sigkill_during_sleeps_and_steps_loses_no_run_and_reruns_no_recorded_step(tmp_path: pathlib.Path) -> None:
+def test_sigkill_during_sleeps_and_steps_loses_no_run_and_reruns_no_recorded_step(
+    tmp_path: pathlib.Path,
+) -> None:
     (tmp_path / "crashapp.py").write_text(APP)
     port = free_port()
-    env = {"TIDEFLOW_LEASE_S": "2", "TIDEFLOW_RETRY_BACKOFF_BASE_MS": "100", "TIDEFLOW_LOG_LEVEL": "WARNING"}
+    env = {
+        "TIDEFLOW_LEASE_S": "2",
+        "TIDEFLOW_RETRY_BACKOFF_BASE_MS": "100",
+        "TIDEFLOW_LOG_LEVEL": "WARNING",
+    }
     args = ["dev", "crashapp:client", "--port", str(port)]
     with Api(port) as api:
         _crash_and_recover(tmp_path, args, env, api)
 
 
-def _crash_and_recover(tmp_path: pathlib.Path, args: list[str], env: dict[str, str], api: Api) -> None:
+def _crash_and_recover(
+    tmp_path: pathlib.Path, args: list[str], env: dict[str, str], api: Api
+) -> None:
     # Given runs that are sleeping, and one whose slow step is executing
     with running(args, cwd=tmp_path, env=env, name="dev-1") as first:
         eventually(api.healthy, what="first dev process to serve")
@@ -56,15 +63,25 @@ def _crash_and_recover(tmp_path: pathlib.Path, args: list[str], env: dict[str, s
         eventually(lambda: all(api.runs(e) for e in sleeping), what="runs to start")
         run_ids = [api.runs(e)[0]["run_id"] for e in sleeping]
         eventually(
-            lambda: all(any(s["name"] == "nap" and s["status"] == "Waiting" for s in api.steps(r)) for r in run_ids),
+            lambda: all(
+                any(s["name"] == "nap" and s["status"] == "Waiting" for s in api.steps(r))
+                for r in run_ids
+            ),
             what="runs to sleep",
         )
         (busy_event,) = api.send({"name": "crash/go", "data": {"slow_s": 6}})
         busy_run = eventually(lambda: api.runs(busy_event), what="busy run")[0]["run_id"]
         run_ids.append(busy_run)
         log = tmp_path / "bodies.log"
-        eventually(lambda: f"{busy_run} slow" in log.read_text(), timeout_s=20, what="slow step to start")
-        recorded = {(r, s["name"]) for r in run_ids for s in api.steps(r) if s["status"] == "Completed" and s["op"] == "run"}
+        eventually(
+            lambda: f"{busy_run} slow" in log.read_text(), timeout_s=20, what="slow step to start"
+        )
+        recorded = {
+            (r, s["name"])
+            for r in run_ids
+            for s in api.steps(r)
+            if s["status"] == "Completed" and s["op"] == "run"
+        }
 
         # When the process is killed outright, then started again
         first.kill()
@@ -72,7 +89,14 @@ def _crash_and_recover(tmp_path: pathlib.Path, args: list[str], env: dict[str, s
         eventually(api.healthy, what="second dev process to serve")
 
         # Then every run completes, and no step recorded before the kill ran again
-        finished = {r: eventually(lambda r=r: api.run(r)["status"] in ("Completed", "Failed") and api.run(r), timeout_s=60, what=f"run {r}") for r in run_ids}
+        finished = {
+            r: eventually(
+                lambda r=r: api.run(r)["status"] in ("Completed", "Failed") and api.run(r),
+                timeout_s=60,
+                what=f"run {r}",
+            )
+            for r in run_ids
+        }
 
     assert {r: run["status"] for r, run in finished.items()} == dict.fromkeys(run_ids, "Completed")
     assert all(run["output"] == ["first", "slow", "last"] for run in finished.values())

@@ -3,7 +3,6 @@ from __future__ import annotations
 import datetime
 
 import pytest
-
 import tideflow
 from tideflow import errors
 from tideflow._durations import to_ms
@@ -18,8 +17,12 @@ def client() -> tideflow.Client:
     return tideflow.Client(app_id="defs")
 
 
-def test_a_bad_trigger_expression_is_refused_with_its_text_and_the_parse_error(client: tideflow.Client) -> None:
-    with pytest.raises(errors.ExpressionError, match=r"invalid expression 'event.data.total >': ") as raised:
+def test_a_bad_trigger_expression_is_refused_with_its_text_and_the_parse_error(
+    client: tideflow.Client,
+) -> None:
+    with pytest.raises(
+        errors.ExpressionError, match=r"invalid expression 'event.data.total >': "
+    ) as raised:
         tideflow.TriggerEvent(event="t/x", expression="event.data.total >")
     assert raised.value.expression == "event.data.total >"
     assert raised.value.reason
@@ -28,7 +31,7 @@ def test_a_bad_trigger_expression_is_refused_with_its_text_and_the_parse_error(c
 def test_a_bad_wait_expression_fails_the_step_call() -> None:
     from tideflow._steps import wait_for_event_opts
 
-    with pytest.raises(errors.ExpressionError, match="async.data.id =="):
+    with pytest.raises(errors.ExpressionError, match=r"async\.data\.id =="):
         wait_for_event_opts(event="t/x", timeout="1s", if_exp="async.data.id ==")
 
 
@@ -38,11 +41,20 @@ def test_a_bad_wait_expression_fails_the_step_call() -> None:
         ({"fn_id": "", "trigger": tideflow.TriggerEvent(event="t/x")}, "fn_id"),
         ({"fn_id": "has space", "trigger": tideflow.TriggerEvent(event="t/x")}, "fn_id"),
         ({"fn_id": "f", "trigger": []}, "at least one trigger"),
-        ({"fn_id": "f", "trigger": [tideflow.TriggerEvent(event=f"t/{n}") for n in range(11)]}, "the limit is 10"),
+        (
+            {"fn_id": "f", "trigger": [tideflow.TriggerEvent(event=f"t/{n}") for n in range(11)]},
+            "the limit is 10",
+        ),
         ({"fn_id": "f", "trigger": "t/x"}, "a trigger must be TriggerEvent or TriggerCron"),
-        ({"fn_id": "f", "trigger": tideflow.TriggerEvent(event="t/x"), "retries": 21}, r"retries must be an int in 0\.\.20"),
+        (
+            {"fn_id": "f", "trigger": tideflow.TriggerEvent(event="t/x"), "retries": 21},
+            r"retries must be an int in 0\.\.20",
+        ),
         ({"fn_id": "f", "trigger": tideflow.TriggerEvent(event="t/x"), "retries": -1}, "retries"),
-        ({"fn_id": "f", "trigger": tideflow.TriggerEvent(event="t/x"), "on_failure": 3}, "on_failure must be callable"),
+        (
+            {"fn_id": "f", "trigger": tideflow.TriggerEvent(event="t/x"), "on_failure": 3},
+            "on_failure must be callable",
+        ),
     ],
 )
 def test_invalid_function_definitions_are_refused_when_created(
@@ -53,7 +65,9 @@ def test_invalid_function_definitions_are_refused_when_created(
 
 
 def test_a_function_id_is_app_qualified_and_unique(client: tideflow.Client) -> None:
-    function = client.create_function(fn_id="f", trigger=tideflow.TriggerEvent(event="t/x"))(handler)
+    function = client.create_function(fn_id="f", trigger=tideflow.TriggerEvent(event="t/x"))(
+        handler
+    )
     assert function.id == "defs-f"
     with pytest.raises(errors.ConfigError, match="defined twice"):
         client.create_function(fn_id="f", trigger=tideflow.TriggerEvent(event="t/y"))(handler)
@@ -63,7 +77,7 @@ def test_a_function_id_is_app_qualified_and_unique(client: tideflow.Client) -> N
     "cron", ["* * * *", "61 * * * *", "TZ=Mars/Olympus 0 9 * * *", "every day"]
 )
 def test_invalid_cron_triggers_are_refused(cron: str) -> None:
-    with pytest.raises(errors.ConfigError, match="TriggerCron.cron"):
+    with pytest.raises(errors.ConfigError, match=r"TriggerCron\.cron"):
         tideflow.TriggerCron(cron=cron)
 
 
@@ -85,7 +99,9 @@ def test_cron_triggers_accept_five_fields_and_a_time_zone() -> None:
         ("100ms", 100),
     ],
 )
-def test_durations_are_timedeltas_milliseconds_or_strings(value: datetime.timedelta | int | str, ms: int) -> None:
+def test_durations_are_timedeltas_milliseconds_or_strings(
+    value: datetime.timedelta | int | str, ms: int
+) -> None:
     assert to_ms(value) == ms
 
 
@@ -97,7 +113,11 @@ def test_bad_durations_are_refused(value: object) -> None:
 
 def test_settings_are_read_from_a_mapping_and_checked() -> None:
     settings = tideflow.Settings.from_env(
-        {"TIDEFLOW_RETRY_BACKOFF_BASE_MS": "50", "TIDEFLOW_LEASE_S": "2.5", "TIDEFLOW_ENV": "staging"}
+        {
+            "TIDEFLOW_RETRY_BACKOFF_BASE_MS": "50",
+            "TIDEFLOW_LEASE_S": "2.5",
+            "TIDEFLOW_ENV": "staging",
+        }
     )
     assert (settings.retry_backoff_base_ms, settings.lease_s, settings.env) == (50, 2.5, "staging")
     assert settings.database_url == "sqlite:///.tideflow/dev.db"
