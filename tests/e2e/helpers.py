@@ -14,8 +14,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 T = TypeVar("T")
+FAILED = pytest.StashKey[bool]()
+"""Set on a test item whose call failed (see conftest.py)."""
 TIDEFLOW = str(pathlib.Path(sys.executable).with_name("tideflow"))
 
 
