@@ -151,7 +151,7 @@ class Scheduler:
                 await delivery.requeue()
             await asyncio.sleep(_STORE_RETRY_S)
             return
-        except Exception:  # noqa: BLE001 - one bad message must not stop the others
+        except Exception:  # one bad message must not stop the others
             if len(batch) > 1:
                 for delivery in batch:
                     await self._settle([delivery], handle)
@@ -236,7 +236,7 @@ class Scheduler:
             except errors.StoreError as exc:
                 logger.warning("timers: store unavailable (%s)", exc)
                 fired = 0
-            except Exception:  # noqa: BLE001 - the loop must outlive any one timer
+            except Exception:  # the loop must outlive any one timer
                 logger.exception("firing timers failed")
                 fired = 0
             if fired:
@@ -265,7 +265,7 @@ class Scheduler:
                 await self.sweep(grace_ms=int(self._settings.lease_s * 1000))
             except errors.StoreError as exc:
                 logger.warning("sweeper: store unavailable (%s)", exc)
-            except Exception:  # noqa: BLE001 - the loop must outlive any one sweep
+            except Exception:  # the loop must outlive any one sweep
                 logger.exception("sweeping failed")
 
     async def sweep(self, *, grace_ms: int) -> None:

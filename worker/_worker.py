@@ -118,7 +118,7 @@ class Worker:
             await asyncio.sleep(0.5)
             await delivery.requeue()
             return
-        except Exception:  # noqa: BLE001 - the sweeper re-dispatches the job if it is still due
+        except Exception:  # the sweeper re-dispatches the job if it is still due
             logger.exception("running job %s failed", message.job_id)
         await delivery.ack()
 
