@@ -1,0 +1,166 @@
+"""The cluster store: PostgreSQL through a psycopg connection pool."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from tideflow import errors
+
+from ._queries import load_queries
+from ._sql import SqlStore, Tx
+
+_MIGRATION_PREFIX = "migration_"
+# SQLSTATEs of operational errors that end one transaction while the server is fine (class
+# 40: deadlock, serialisation failure; a statement or lock timeout): ordinary, retryable
+# store errors. psycopg files them under OperationalError, beside lost connections.
+_NOT_CONNECTION_CLASS = "40"
+_NOT_CONNECTION_STATES = frozenset({"57014", "55P03"})
+
+
+def _is_connection_problem(exc: psycopg.Error) -> bool:
+    if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    state = exc.sqlstate or ""
+    return not (state.startswith(_NOT_CONNECTION_CLASS) or state in _NOT_CONNECTION_STATES)
+
+
+@contextlib.contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turns driver exceptions into tideflow errors; the caller's own exceptions pass."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        # Connection problems include the pool's PoolTimeout (no connection in time).
+        if _is_connection_problem(exc):
+            raise errors.StoreConnectionError(f"PostgreSQL {action}: {exc}") from exc
+        raise errors.StoreError(f"PostgreSQL {action}: {exc}") from exc
+
+
+class _PostgresTx:
+    def __init__(
+        self, queries: Mapping[str, str], connection: psycopg.AsyncConnection[Any]
+    ) -> None:
+        self._queries = queries
+        self._connection = connection
+
+    def _sql(self, query: str) -> str:
+        # The text comes from our own SQL file, never from input; parameters travel apart.
+        return self._queries[query]
+
+    async def fetch(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        with _translated(query):
+            async with self._connection.cursor(row_factory=dict_row) as cursor:
+                await cursor.execute(self._sql(query), params)
+                return await cursor.fetchall()
+
+    async def execute(self, query: str, params: Mapping[str, Any]) -> int:
+        with _translated(query):
+            async with self._connection.cursor() as cursor:
+                await cursor.execute(self._sql(query), params)
+                return cursor.rowcount
+
+    async def script(self, query: str) -> None:
+        """Runs several statements: without parameters psycopg uses the simple protocol."""
+        with _translated(query):
+            await self._connection.execute(self._sql(query))
+
+
+class PostgresStore(SqlStore):
+    """The cluster store: a pool of connections to PostgreSQL, shared by any number of
+    schedulers, workers and API processes (row locks and unique constraints keep them apart).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.queries = load_queries("postgres")
+        self._min_size = min_size
+        self._max_size = max_size
+        self._connect_timeout_s = connect_timeout_s
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        # One direct attempt first: the pool would retry until its timeout and then report
+        # only that it timed out, where this names the cause (refused, unknown database, ...).
+        try:
+            probe = await psycopg.AsyncConnection.connect(
+                self.url, connect_timeout=max(1, round(self._connect_timeout_s))
+            )
+        except psycopg.Error as exc:
+            raise errors.StoreConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
+        await probe.close()
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            self.url,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            # Autocommit, so that every transaction is an explicit `transaction()` block.
+            kwargs={"autocommit": True},
+            # Checked when lent out: connections a restarted server dropped are replaced
+            # instead of failing the next call.
+            check=AsyncConnectionPool.check_connection,
+            # Bounds the wait for a connection, so calls fail fast while the server is down.
+            timeout=self._connect_timeout_s,
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout_s)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise errors.StoreConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def migrate(self) -> None:
+        migrations = {
+            int(name.removeprefix(_MIGRATION_PREFIX)): name
+            for name in self.queries
+            if name.startswith(_MIGRATION_PREFIX)
+        }
+        async with self._connect() as tx:
+            # The lock comes first: even `CREATE TABLE IF NOT EXISTS` races with itself.
+            await tx.execute("lock_schema", {})
+            await tx.execute("create_schema_table", {})
+            applied = {row["version"] for row in await tx.fetch("select_schema_versions", {})}
+            for version in sorted(migrations.keys() - applied):
+                await tx.script(migrations[version])
+                await tx.execute("insert_schema_version", {"version": version})
+
+    async def ping(self) -> bool:
+        try:
+            async with self._transaction() as tx:
+                await tx.fetch("ping", {})
+        except errors.TideflowError:
+            return False
+        return True
+
+    def _transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        return self._connect()
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[_PostgresTx]:
+        """One transaction on a pooled connection: committed when the block ends, rolled back
+        if it raises. A deadlock surfaces as `StoreError`: the block is the caller's code, so
+        it cannot be replayed here; callers retry the message instead."""
+        if self._pool is None:
+            raise errors.LifecycleError("the PostgreSQL store is not open")
+        with _translated("transaction"):
+            async with self._pool.connection() as connection, connection.transaction():
+                yield _PostgresTx(self.queries, connection)

@@ -1,0 +1,334 @@
+-- The PostgreSQL twin of sqlite.sql: the same query names with the same meaning, made safe for
+-- several scheduler and worker processes at once (row locks, SKIP LOCKED, unique constraints).
+-- JSON columns are TEXT because the shared verbs encode and decode JSON themselves.
+
+-- name: lock_schema
+-- One constant key ('tidef' in ASCII) serialises concurrent migrations until commit.
+SELECT pg_advisory_xact_lock(500085925222)
+
+-- name: create_schema_table
+CREATE TABLE IF NOT EXISTS tideflow_schema (
+    version INTEGER PRIMARY KEY,
+    applied_at BIGINT NOT NULL
+)
+
+-- name: select_schema_versions
+SELECT version FROM tideflow_schema
+
+-- name: insert_schema_version
+INSERT INTO tideflow_schema (version, applied_at)
+VALUES (%(version)s, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+
+-- name: migration_1
+CREATE TABLE functions (
+    function_id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE events (
+    internal_id TEXT PRIMARY KEY,
+    id TEXT,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    user_data TEXT,
+    v TEXT,
+    target TEXT,
+    received_at BIGINT NOT NULL,
+    processed INTEGER NOT NULL DEFAULT 0,
+    duplicate INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX events_by_name ON events (name, received_at);
+CREATE INDEX events_by_received ON events (received_at);
+CREATE INDEX events_unprocessed ON events (received_at) WHERE processed = 0;
+CREATE TABLE event_keys (
+    id TEXT PRIMARY KEY,
+    internal_id TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    events TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    queued_at BIGINT NOT NULL,
+    started_at BIGINT,
+    ended_at BIGINT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    parent TEXT,
+    UNIQUE (event_id, function_id)
+);
+CREATE TABLE steps (
+    run_id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    -- Insertion order, which SQLite gets from rowid: a run's steps are listed in it.
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    name TEXT NOT NULL,
+    op TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    error TEXT,
+    started_at BIGINT,
+    ended_at BIGINT,
+    PRIMARY KEY (run_id, hash)
+);
+CREATE TABLE jobs (
+    job_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    function_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    published_at BIGINT NOT NULL,
+    outcome TEXT,
+    done_at BIGINT
+);
+CREATE INDEX jobs_by_run ON jobs (run_id, status);
+CREATE INDEX jobs_by_status ON jobs (status, published_at);
+-- At most one queued job per run: under concurrent dispatches the NOT EXISTS guard of
+-- insert_job_if_idle cannot see another transaction's uncommitted job, this index can.
+CREATE UNIQUE INDEX jobs_one_queued_per_run ON jobs (run_id) WHERE status = 'queued';
+CREATE TABLE waits (
+    run_id TEXT NOT NULL,
+    step_hash TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event_name TEXT,
+    if_exp TEXT,
+    signal TEXT UNIQUE,
+    run_event TEXT,
+    PRIMARY KEY (run_id, step_hash)
+);
+CREATE INDEX waits_by_event ON waits (event_name);
+CREATE TABLE timers (
+    timer_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    step_hash TEXT NOT NULL,
+    due_at BIGINT NOT NULL,
+    payload TEXT NOT NULL,
+    claimed_by TEXT,
+    claimed_until BIGINT,
+    UNIQUE (kind, run_id, step_hash)
+);
+CREATE INDEX timers_due ON timers (due_at);
+
+-- name: ping
+SELECT 1 AS ok
+
+-- name: delete_app_functions
+DELETE FROM functions WHERE app_id = %(app_id)s
+
+-- name: upsert_function
+INSERT INTO functions (function_id, app_id, config, updated_at)
+VALUES (%(function_id)s, %(app_id)s, %(config)s, %(now)s)
+ON CONFLICT (function_id) DO UPDATE
+SET app_id = excluded.app_id, config = excluded.config, updated_at = excluded.updated_at
+
+-- name: select_functions
+SELECT config FROM functions ORDER BY function_id
+
+-- name: insert_event
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
+VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(ts)s, %(user_data)s, %(v)s, %(target)s,
+        %(received_at)s)
+ON CONFLICT (internal_id) DO NOTHING
+
+-- name: select_event_state
+-- The row lock makes two schedulers handed the same event take turns: the second sees it
+-- processed once the first commits.
+SELECT processed FROM events WHERE internal_id = %(internal_id)s FOR UPDATE
+
+-- name: select_event_key
+-- A plain SELECT would let two schedulers, processing two events with the same id at once,
+-- both find the id unseen. Upserting an expired placeholder locks the key's row instead (the
+-- second waits for the first to commit and then reads its key); upsert_event_key overwrites
+-- the placeholder when the event is not a duplicate.
+WITH key AS (
+    INSERT INTO event_keys (id, internal_id, expires_at) VALUES (%(id)s, '', 0)
+    ON CONFLICT (id) DO UPDATE SET expires_at = event_keys.expires_at
+    RETURNING internal_id, expires_at
+)
+SELECT internal_id FROM key WHERE expires_at > %(now)s
+
+-- name: upsert_event_key
+INSERT INTO event_keys (id, internal_id, expires_at)
+VALUES (%(id)s, %(internal_id)s, %(expires_at)s)
+ON CONFLICT (id) DO UPDATE SET internal_id = excluded.internal_id, expires_at = excluded.expires_at
+
+-- name: mark_event_processed
+UPDATE events SET processed = 1, duplicate = %(duplicate)s WHERE internal_id = %(internal_id)s
+
+-- name: select_unprocessed_events
+SELECT * FROM events WHERE processed = 0 AND received_at < %(before)s
+ORDER BY received_at LIMIT %(limit)s
+
+-- name: select_events
+SELECT * FROM events ORDER BY received_at DESC, internal_id DESC LIMIT %(limit)s
+
+-- name: select_events_named
+SELECT * FROM events WHERE name = %(name)s
+ORDER BY received_at DESC, internal_id DESC LIMIT %(limit)s
+
+-- name: select_waits_for_event
+SELECT * FROM waits WHERE kind = 'event' AND event_name = %(event_name)s
+
+-- name: insert_run
+INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent)
+VALUES (%(run_id)s, %(function_id)s, %(app_id)s, %(event_id)s, 'Queued', %(events)s, %(now)s,
+        %(parent)s)
+ON CONFLICT DO NOTHING
+
+-- name: insert_job_if_idle
+-- ON CONFLICT (with jobs_one_queued_per_run) covers a concurrent dispatch of the same run.
+INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at)
+SELECT %(job_id)s, run_id, function_id, app_id, %(attempt)s, 'queued', %(now)s FROM runs
+WHERE run_id = %(run_id)s AND status IN ('Queued', 'Running')
+  AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = %(run_id)s AND status = 'queued')
+ON CONFLICT DO NOTHING
+RETURNING job_id, run_id, function_id, app_id, attempt
+
+-- name: claim_job
+-- A concurrent claim waits on the row lock, then re-checks the condition on the new version.
+UPDATE jobs SET status = 'leased', lease_owner = %(owner)s, lease_until = %(lease_until)s
+WHERE job_id = %(job_id)s
+  AND (status = 'queued' OR (status = 'leased' AND lease_until < %(now)s))
+RETURNING job_id, run_id, function_id, app_id, attempt
+
+-- name: delete_job
+DELETE FROM jobs WHERE job_id = %(job_id)s
+
+-- name: mark_run_running
+UPDATE runs SET status = 'Running', started_at = COALESCE(started_at, %(now)s)
+WHERE run_id = %(run_id)s AND status = 'Queued'
+
+-- name: select_run
+SELECT * FROM runs WHERE run_id = %(run_id)s
+
+-- name: select_runs_for_event
+SELECT * FROM runs WHERE event_id = %(event_id)s ORDER BY queued_at, run_id
+
+-- name: select_steps
+SELECT * FROM steps WHERE run_id = %(run_id)s ORDER BY seq
+
+-- name: renew_lease
+UPDATE jobs SET lease_until = %(lease_until)s
+WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
+
+-- name: finish_job
+UPDATE jobs SET status = 'done', outcome = %(outcome)s, done_at = %(now)s
+WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
+
+-- name: select_job_run
+SELECT run_id FROM jobs WHERE job_id = %(job_id)s
+
+-- name: upsert_step_result
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+VALUES (%(run_id)s, %(hash)s, %(name)s, %(op)s, %(status)s, %(attempt)s, %(output)s, %(error)s,
+        %(started_at)s, %(ended_at)s)
+ON CONFLICT (run_id, hash) DO UPDATE
+SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
+    error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
+    ended_at = excluded.ended_at
+WHERE steps.status NOT IN ('Completed', 'Failed')
+
+-- name: record_failed_attempt
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+VALUES (%(run_id)s, %(hash)s, %(name)s, %(op)s, %(status)s, %(attempt)s, %(output)s, %(error)s,
+        %(started_at)s, %(ended_at)s)
+ON CONFLICT (run_id, hash) DO UPDATE
+SET attempt = excluded.attempt, error = excluded.error, status = excluded.status
+WHERE steps.status NOT IN ('Completed', 'Failed') AND steps.attempt < excluded.attempt
+
+-- name: insert_step_if_absent
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+VALUES (%(run_id)s, %(hash)s, %(name)s, %(op)s, %(status)s, %(attempt)s, %(output)s, %(error)s,
+        %(started_at)s, %(ended_at)s)
+ON CONFLICT (run_id, hash) DO NOTHING
+
+-- name: complete_waiting_step
+UPDATE steps SET status = %(status)s, output = %(output)s, error = %(error)s, ended_at = %(now)s
+WHERE run_id = %(run_id)s AND hash = %(hash)s AND status = 'Waiting'
+
+-- name: insert_wait
+INSERT INTO waits (run_id, step_hash, kind, event_name, if_exp, signal, run_event)
+VALUES (%(run_id)s, %(step_hash)s, %(kind)s, %(event_name)s, %(if_exp)s, %(signal)s,
+        %(run_event)s)
+ON CONFLICT DO NOTHING
+
+-- name: delete_wait
+DELETE FROM waits WHERE run_id = %(run_id)s AND step_hash = %(step_hash)s RETURNING kind
+
+-- name: delete_signal_wait
+DELETE FROM waits WHERE kind = 'signal' AND signal = %(signal)s RETURNING run_id, step_hash
+
+-- name: insert_timer
+INSERT INTO timers (timer_id, kind, run_id, step_hash, due_at, payload)
+VALUES (%(timer_id)s, %(kind)s, %(run_id)s, %(step_hash)s, %(due_at)s, %(payload)s)
+ON CONFLICT DO NOTHING
+
+-- name: delete_step_timers
+DELETE FROM timers
+WHERE run_id = %(run_id)s AND step_hash = %(step_hash)s AND kind IN ('wait', 'sleep')
+
+-- name: set_run_attempt
+UPDATE runs SET attempt = %(attempt)s WHERE run_id = %(run_id)s AND attempt < %(attempt)s
+
+-- name: finish_run
+UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s, ended_at = %(now)s
+WHERE run_id = %(run_id)s AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+
+-- name: delete_run_waits
+DELETE FROM waits WHERE run_id = %(run_id)s
+
+-- name: delete_run_timers
+DELETE FROM timers WHERE run_id = %(run_id)s AND kind <> 'cron'
+
+-- name: delete_run_queued_jobs
+DELETE FROM jobs WHERE run_id = %(run_id)s AND status = 'queued'
+
+-- name: select_job_outcome
+SELECT * FROM jobs WHERE job_id = %(job_id)s AND status = 'done'
+
+-- name: delete_done_job
+DELETE FROM jobs WHERE job_id = %(job_id)s AND status = 'done'
+
+-- name: select_stale_outcomes
+SELECT job_id FROM jobs WHERE status = 'done' AND done_at < %(before)s
+ORDER BY done_at LIMIT %(limit)s
+
+-- name: republish_stale_jobs
+-- SKIP LOCKED lets concurrent sweepers share the stale jobs instead of queueing on them.
+UPDATE jobs SET published_at = %(now)s
+WHERE job_id IN (
+    SELECT job_id FROM jobs
+    WHERE (status = 'queued' AND published_at < %(before)s)
+       OR (status = 'leased' AND lease_until < %(now)s AND published_at < %(before)s)
+    ORDER BY published_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING job_id, run_id, function_id, app_id, attempt
+
+-- name: claim_timers
+-- SKIP LOCKED: a timer another scheduler is claiming right now is left to it.
+UPDATE timers SET claimed_by = %(owner)s, claimed_until = %(until)s
+WHERE timer_id IN (
+    SELECT timer_id FROM timers
+    WHERE due_at <= %(now)s AND (claimed_until IS NULL OR claimed_until < %(now)s)
+    ORDER BY due_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+
+-- name: delete_claimed_timer
+DELETE FROM timers WHERE timer_id = %(timer_id)s AND claimed_by = %(owner)s
+
+-- name: select_next_timer
+SELECT MIN(due_at) AS due_at FROM timers
