@@ -8,10 +8,13 @@ import tideflow
 from tideflow.testing import Engine, EngineFactory
 
 
-@pytest.fixture(params=["embedded"])
+@pytest.fixture(params=["embedded", "postgres"])
 def backend_environ(request: pytest.FixtureRequest) -> dict[str, str]:
-    """`TIDEFLOW_*` settings selecting the backends under test."""
-    return {}
+    """`TIDEFLOW_*` settings selecting the backends under test: the embedded default (SQLite
+    in memory, in-process broker) and the cluster's (PostgreSQL, RabbitMQ)."""
+    if request.param == "embedded":
+        return {}
+    return {"TIDEFLOW_DATABASE_URL": request.getfixturevalue("postgres_url")}
 
 
 @pytest.fixture
