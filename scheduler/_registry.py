@@ -53,6 +53,9 @@ class Registry:
             except (errors.ConfigError, KeyError) as exc:
                 logger.error("ignoring function %s: %s", config.get("function_id"), exc)
         self._functions, self._configs = functions, configs
+        logger.info(
+            "the scheduler knows %d functions: %s", len(functions), ", ".join(sorted(functions))
+        )
 
     def get(self, function_id: str) -> FunctionSpec | None:
         return self._functions.get(function_id)

@@ -66,6 +66,7 @@ class Worker:
                 exchange=topology.INTERNAL_EXCHANGE,
                 routing_keys=[topology.jobs_key(app_id)],
             )
+            logger.info("registered %d functions of app %s", len(functions), app_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Registers, then runs jobs until `stop` is set; jobs in hand finish first."""

@@ -8,13 +8,16 @@ import tideflow
 from tideflow.testing import Engine, EngineFactory
 
 
-@pytest.fixture(params=["embedded", "postgres"])
+@pytest.fixture(params=["embedded", "postgres", "cluster"])
 def backend_environ(request: pytest.FixtureRequest) -> dict[str, str]:
     """`TIDEFLOW_*` settings selecting the backends under test: the embedded default (SQLite
     in memory, in-process broker) and the cluster's (PostgreSQL, RabbitMQ)."""
     if request.param == "embedded":
         return {}
-    return {"TIDEFLOW_DATABASE_URL": request.getfixturevalue("postgres_url")}
+    environ = {"TIDEFLOW_DATABASE_URL": request.getfixturevalue("postgres_url")}
+    if request.param == "cluster":
+        environ["TIDEFLOW_BROKER_URL"] = request.getfixturevalue("rabbitmq_url")
+    return environ
 
 
 @pytest.fixture

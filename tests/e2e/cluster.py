@@ -98,6 +98,12 @@ class Cluster:
             worker = compose_command("worker", **{"examples.shop:client": "clusterapp:client"})
             self.workers.append(self._start(worker, f"worker-{n}"))
         eventually(self.api.healthy, what="the API to answer")
+        # Events sent before the schedulers know the functions would start no run.
+        for scheduler in self.schedulers:
+            eventually(
+                lambda s=scheduler: "cluster-flow" in s.output(),
+                what="schedulers to know the functions",
+            )
 
     def stop(self) -> None:
         for process in self.processes:
