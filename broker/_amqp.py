@@ -1,0 +1,331 @@
+"""RabbitMQ through aio-pika: topic exchanges, durable queues, confirmed persistent publishes,
+consumers with manual ack and prefetch, and reconnection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueueIterator,
+    AbstractRobustConnection,
+    HeadersType,
+)
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
+from aio_pika.queue import QueueIterator
+from tideflow import errors
+
+from . import _metrics
+from . import _topology as topology
+from ._base import Broker, Delivery, Message, declare_fixed_topology
+
+logger = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT_S = 5.0
+_RECONNECT_INTERVAL_S = 1.0
+_OPERATION_TIMEOUT_S = 10.0
+_PUBLISH_PATIENCE_S = 12.0
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 2.0
+# A lost connection surfaces as an OSError (AMQPConnectionError, TimeoutError) or a
+# RuntimeError (ChannelInvalidStateError, "connection closed"); both pass once it is back.
+_TRANSIENT = (OSError, RuntimeError)
+
+_Outgoing = tuple[str, str, aio_pika.Message]
+
+
+class AmqpBroker(Broker):
+    """A broker on RabbitMQ: what it has confirmed survives any tideflow process dying.
+
+    Publishing and consuming use separate robust connections, as RabbitMQ advises: when it
+    blocks publishers (a memory or disk alarm), consumers can still ack and drain their
+    queues. aio-pika re-opens a lost connection every second; consumers then resume by
+    themselves, and the deliveries that were in hand come again.
+
+    Args:
+        url: `amqp://user:password@host:port/vhost`.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._publisher: AbstractRobustConnection | None = None
+        self._consumer: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._closing = asyncio.Event()
+
+    @property
+    def is_durable(self) -> bool:
+        return True
+
+    async def connect(self) -> None:
+        if self._channel is not None:
+            return
+        self._closing.clear()
+        try:
+            self._publisher = await self._open_connection()
+            self._consumer = await self._open_connection()
+            async with asyncio.timeout(_OPERATION_TIMEOUT_S):
+                channel = await self._publisher.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                for name in (topology.EVENTS_EXCHANGE, topology.INTERNAL_EXCHANGE):
+                    self._exchanges[name] = await channel.declare_exchange(
+                        name, aio_pika.ExchangeType.TOPIC, durable=True
+                    )
+            self._channel = channel
+        except (*_TRANSIENT, AMQPError) as exc:
+            await self.close()
+            where = urllib.parse.urlsplit(self._url)
+            raise errors.BrokerConnectionError(
+                f"cannot connect to RabbitMQ at {where.hostname}:{where.port or 5672}: {exc!r}"
+            ) from exc
+        await declare_fixed_topology(self)
+
+    async def _open_connection(self) -> AbstractRobustConnection:
+        return await aio_pika.connect_robust(
+            self._url, timeout=_CONNECT_TIMEOUT_S, reconnect_interval=_RECONNECT_INTERVAL_S
+        )
+
+    async def close(self) -> None:
+        self._closing.set()
+        connections = [c for c in (self._consumer, self._publisher) if c is not None]
+        self._publisher = self._consumer = self._channel = None
+        self._exchanges.clear()
+        for connection in connections:
+            try:
+                async with asyncio.timeout(_OPERATION_TIMEOUT_S):
+                    await connection.close()
+            except (*_TRANSIENT, AMQPError) as exc:
+                logger.debug("closing a RabbitMQ connection: %r", exc)
+
+    async def ping(self) -> bool:
+        connections = (self._publisher, self._consumer)
+        return all(c is not None and c.connected.is_set() for c in connections)
+
+    def _require_channel(self) -> AbstractChannel:
+        if self._channel is None:
+            raise errors.BrokerConnectionError("the AMQP broker is not connected")
+        return self._channel
+
+    async def declare_queue(
+        self, queue: str, *, exchange: str, routing_keys: Sequence[str]
+    ) -> None:
+        channel = self._require_channel()
+        try:
+            async with asyncio.timeout(_OPERATION_TIMEOUT_S):
+                # On a robust channel, so declared again after a reconnection: even a
+                # RabbitMQ that lost its definitions then routes our messages again.
+                declared = await channel.declare_queue(queue, durable=True)
+                for key in routing_keys:
+                    await declared.bind(exchange, key)
+        except _TRANSIENT as exc:
+            raise errors.BrokerConnectionError(f"declaring queue {queue}: {exc!r}") from exc
+        except AMQPError as exc:
+            raise errors.BrokerError(f"declaring queue {queue}: {exc!r}") from exc
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        await self._publish([(m.exchange, m.routing_key, _outgoing(m)) for m in messages])
+
+    async def _publish(self, outgoing: Sequence[_Outgoing]) -> None:
+        channel = self._require_channel()
+        pending, delay = list(outgoing), _RETRY_FIRST_S
+        patience_s = _PUBLISH_PATIENCE_S + len(pending) / 1000
+        try:
+            async with asyncio.timeout(patience_s):
+                while pending:
+                    # All at once, then every confirmation: one round trip for the batch.
+                    results = await asyncio.gather(
+                        *(self._publish_one(channel, *item) for item in pending),
+                        return_exceptions=True,
+                    )
+                    failed = [
+                        (i, r) for i, r in zip(pending, results, strict=True) if r is not None
+                    ]
+                    for (exchange, key, _), exc in failed:
+                        _raise_unless_transient(exc, f"{key!r} on {exchange!r}")
+                    if failed and self._channel is not channel:
+                        raise errors.BrokerConnectionError("the AMQP broker was closed")
+                    if failed:
+                        logger.warning(
+                            "publishing failed (%r); again in %.1fs", failed[0][1], delay
+                        )
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, _RETRY_MAX_S)
+                    pending = [item for item, _ in failed]
+        except TimeoutError as exc:
+            raise errors.BrokerConnectionError(
+                f"RabbitMQ did not confirm {len(outgoing)} messages within {patience_s:.0f}s"
+            ) from exc
+
+    async def _publish_one(
+        self, channel: AbstractChannel, exchange: str, key: str, message: aio_pika.Message
+    ) -> None:
+        target = self._exchanges.get(exchange) or await channel.get_exchange(exchange, ensure=False)
+        await target.publish(message, key, mandatory=True)
+        _metrics.PUBLISHED.labels("amqp", exchange).inc()
+
+    async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
+        connection = self._consumer
+        delay = _RETRY_FIRST_S
+        while connection is not None and self._consumer is connection:
+            session: _Session | None = None
+            try:
+                async with asyncio.timeout(_OPERATION_TIMEOUT_S):
+                    session = _Session(await connection.channel())
+                    await session.channel.set_qos(prefetch_count=prefetch)
+                    source = await session.channel.declare_queue(queue, durable=True)
+                # aio-pika's robust iterator waits through reconnections, but it can end on
+                # some paths (a 60 s limit on one): then this loop starts a new consumer.
+                session.iterator = source.iterator()
+                async for message in session.iterator:
+                    if _is_stale(message):
+                        continue
+                    delay = _RETRY_FIRST_S
+                    session.outstanding += 1
+                    _metrics.CONSUMED.labels("amqp", queue).inc()
+                    yield _AmqpDelivery(self, session, queue, message)
+                logger.info("the consumer of %s ended; starting another", queue)
+            except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # aio-pika's iterator may replace a cancellation with its cleanup's error.
+                    raise asyncio.CancelledError from exc
+                if isinstance(exc, AMQPError):
+                    raise errors.BrokerError(f"consuming {queue}: {exc!r}") from exc
+                if not isinstance(exc, _TRANSIENT):
+                    raise
+                logger.warning("consuming %s interrupted (%r); again in %.1fs", queue, exc, delay)
+            finally:
+                if session is not None:
+                    await session.end()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+
+def _outgoing(
+    message: Message | AbstractIncomingMessage, headers: HeadersType | None = None
+) -> aio_pika.Message:
+    return aio_pika.Message(
+        message.body,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers=headers,
+    )
+
+
+def _raise_unless_transient(exc: BaseException, what: str) -> None:
+    if not isinstance(exc, Exception):
+        raise exc
+    if isinstance(exc, DeliveryError):
+        raise errors.BrokerError(f"RabbitMQ refused or could not route {what}") from exc
+    if not isinstance(exc, _TRANSIENT):
+        raise errors.BrokerError(f"publishing {what}: {exc!r}") from exc
+
+
+def _is_stale(message: AbstractIncomingMessage) -> bool:
+    """Whether the channel that delivered `message` is gone (it will be delivered again)."""
+    try:
+        return message.channel.is_closed
+    except ChannelInvalidStateError:
+        return True
+
+
+class _Session:
+    """One consumer's channel. Once its consumer is cancelled, it stays open until the
+    deliveries in hand are settled, so that work finishing after a shutdown can still ack."""
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        self.channel = channel
+        self.iterator: AbstractQueueIterator | None = None
+        self.outstanding = 0
+        self.is_ended = False
+
+    async def settled(self) -> None:
+        self.outstanding -= 1
+        if self.is_ended and self.outstanding <= 0:
+            await self._close(self.channel.close())
+
+    async def end(self) -> None:
+        self.is_ended = True
+        if self.iterator is not None:
+            # Cancels the consumer and requeues what it received but never yielded.
+            await self._close(self.iterator.close())
+        # A consumer that is not cancelled would be restored with its channel, feeding an
+        # iterator nobody reads; aio-pika forgets the tag of a consumer it has cancelled.
+        is_cancelled = isinstance(self.iterator, QueueIterator) and not self.iterator.consumer_tag
+        if self.outstanding <= 0 or not is_cancelled or self.channel.is_closed:
+            await self._close(self.channel.close())
+
+    async def _close(self, closing: Awaitable[None]) -> None:
+        try:
+            async with asyncio.timeout(_OPERATION_TIMEOUT_S):
+                await closing
+        except Exception:  # the channel is dead or dying either way
+            logger.debug("closing a consumer failed", exc_info=True)
+
+
+class _AmqpDelivery(Delivery):
+    def __init__(
+        self, broker: AmqpBroker, session: _Session, queue: str, message: AbstractIncomingMessage
+    ) -> None:
+        self._broker = broker
+        self._session = session
+        self._queue = queue
+        self._message = message
+        self._is_settled = False
+        self.body = message.body
+        self.routing_key = message.routing_key or ""
+        self.message_id = message.message_id
+        self.content_type = message.content_type
+        self.redelivered = bool(message.redelivered)
+
+    async def _settle(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
+        if self._is_settled:
+            return
+        self._is_settled = True
+        try:
+            async with asyncio.timeout(_OPERATION_TIMEOUT_S):
+                await action()
+        except (*_TRANSIENT, AMQPError) as exc:  # its channel is gone: it will come again
+            logger.warning("cannot %s %s from %s (%r)", what, self.message_id, self._queue, exc)
+        finally:
+            await self._session.settled()
+
+    async def ack(self) -> None:
+        await self._settle("ack", self._message.ack)
+
+    async def requeue(self) -> None:
+        await self._settle("requeue", lambda: self._message.nack(requeue=True))
+
+    async def dead_letter(self, reason: str) -> None:
+        if self._is_settled:
+            return
+        if not _is_stale(self._message):
+            copy = _outgoing(
+                self._message,
+                {
+                    **self._message.headers,
+                    "x-tideflow-reason": reason,
+                    "x-tideflow-queue": self._queue,
+                    "x-tideflow-exchange": self._message.exchange or "",
+                    "x-tideflow-routing-key": self.routing_key,
+                },
+            )
+            try:
+                await self._broker._publish([(topology.INTERNAL_EXCHANGE, "dead", copy)])
+            except errors.BrokerError as exc:
+                logger.warning("cannot dead-letter message %s (%s)", self.message_id, exc)
+                await self.requeue()
+                return
+        await self.ack()
