@@ -94,9 +94,9 @@ def plan_outcome(
     run, body = outcome.run, outcome.outcome
     kind = body["kind"]
     if kind == "completed":
-        return _finish(run, m.COMPLETED, now, output=body.get("output"))
+        return _finish(run, registry, m.COMPLETED, now, output=body.get("output"))
     if kind == "failed":
-        return _finish(run, m.FAILED, now, error=body["error"])
+        return _finish(run, registry, m.FAILED, now, error=body["error"])
     if kind == "continue":
         return [m.Dispatch(run.run_id)]
     if kind == "ops":
@@ -105,7 +105,7 @@ def plan_outcome(
     retries = spec.retries if spec is not None else 0
     if kind == "error":
         if run.attempt >= retries:
-            return _finish(run, m.FAILED, now, error=body["error"])
+            return _finish(run, registry, m.FAILED, now, error=body["error"])
         delay = body.get("retry_after_ms") or backoff.retry_delay_ms(
             run.attempt, backoff_base_ms, rng=rng
         )
@@ -125,10 +125,20 @@ def plan_outcome(
 
 
 def _finish(
-    run: m.RunRecord, status: str, now: int, *, output: Any = None, error: Any = None
+    run: m.RunRecord,
+    registry: Registry,
+    status: str,
+    now: int,
+    *,
+    output: Any = None,
+    error: Any = None,
 ) -> list[m.Change]:
     events = system_events.finish_events(run, status, now, output=output, error=error)
-    return [m.FinishRun(run.run_id, status, output=output, error=error), m.AddEvents(events)]
+    quiet = not any(registry.matching(event.name, event.payload()) for event in events)
+    return [
+        m.FinishRun(run.run_id, status, output=output, error=error),
+        m.AddEvents(events, quiet=quiet),
+    ]
 
 
 def _step_retry(

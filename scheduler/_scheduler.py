@@ -178,6 +178,9 @@ class Scheduler:
             await self.process_events(records)
 
     async def process_events(self, records: Sequence[m.EventRecord]) -> None:
+        # One order everywhere (ids sort by time), so that two transactions over the same
+        # events (a consumer and a sweep) wait for each other instead of deadlocking.
+        records = sorted(records, key=lambda record: record.internal_id)
         waits = await self._store.waits_for_events([record.name for record in records])
         plans = [(record, planning.plan_event(record, self._registry, waits)) for record in records]
         applied = await self._store.process_events(plans, self.now_ms())
@@ -199,33 +202,39 @@ class Scheduler:
     async def process_outcomes(self, job_ids: Sequence[str]) -> None:
         if not job_ids:
             return
-        for outcome in await self._store.job_outcomes(job_ids):
-            if self._registry.get(outcome.run.function_id) is None:
-                await self._registry.refresh(self._store)
-            now = self.now_ms()
-            try:
-                changes = planning.plan_outcome(
-                    outcome,
-                    self._registry,
-                    now=now,
-                    backoff_base_ms=self._settings.retry_backoff_base_ms,
-                    rng=self._rng,
-                )
-            except (KeyError, ValueError, TypeError) as exc:
-                logger.exception("bad outcome of job %s", outcome.job.job_id)
-                error = {
-                    "name": "EngineError",
-                    "message": f"unreadable job outcome: {exc}",
-                    "stack": None,
-                }
-                changes = [m.FinishRun(outcome.run.run_id, m.FAILED, error=error)]
-            applied = await self._store.apply_outcome(outcome.job.job_id, changes, now)
+        outcomes = await self._store.job_outcomes(job_ids)
+        if any(self._registry.get(outcome.run.function_id) is None for outcome in outcomes):
+            await self._registry.refresh(self._store)
+        now = self.now_ms()
+        batch = [(outcome.job.job_id, self._plan_outcome(outcome, now)) for outcome in outcomes]
+        results = await self._store.apply_outcomes(batch, now)
+        published = m.Applied()
+        for (_, changes), applied in zip(batch, results, strict=True):
+            published.extend(applied)
             for change in changes:
                 if isinstance(change, m.FinishRun) and applied.done:
                     _metrics.RUNS_FINISHED.labels(change.status).inc()
-            if any(isinstance(change, (m.AddWait, m.ScheduleRetry)) for change in changes):
-                self._timer_wakeup.set()
-            await self._dispatcher.publish(applied)
+                if isinstance(change, (m.AddWait, m.ScheduleRetry)):
+                    self._timer_wakeup.set()
+        await self._dispatcher.publish(published)
+
+    def _plan_outcome(self, outcome: m.JobOutcome, now: int) -> list[m.Change]:
+        try:
+            return planning.plan_outcome(
+                outcome,
+                self._registry,
+                now=now,
+                backoff_base_ms=self._settings.retry_backoff_base_ms,
+                rng=self._rng,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            logger.exception("bad outcome of job %s", outcome.job.job_id)
+            error = {
+                "name": "EngineError",
+                "message": f"unreadable job outcome: {exc}",
+                "stack": None,
+            }
+            return [m.FinishRun(outcome.run.run_id, m.FAILED, error=error)]
 
     # Timers
 
@@ -274,9 +283,9 @@ class Scheduler:
             logger.info("re-dispatching job %s of run %s", job.job_id, job.run_id)
             _metrics.REDISPATCHED.inc()
             await self._dispatcher.publish(m.Applied(jobs=[job]))
-        stale_outcomes = await self._store.stale_outcomes(now - min(grace_ms, 2000), _BATCH)
+        stale_outcomes = await self._store.stale_outcomes(now - grace_ms, _BATCH)
         await self.process_outcomes(stale_outcomes)
-        stale_events = await self._store.unprocessed_events(now - min(grace_ms, 2000), _BATCH)
+        stale_events = await self._store.unprocessed_events(now - grace_ms, _BATCH)
         if stale_events:
             await self.process_events(stale_events)
 

@@ -113,9 +113,16 @@ class Store(abc.ABC):
         """The written outcomes, not yet applied, of these jobs."""
 
     @abc.abstractmethod
+    async def apply_outcomes(
+        self, batch: Sequence[tuple[str, Sequence[Change]]], now: int
+    ) -> list[Applied]:
+        """Applies the changes decided for each job's outcome, once, all in one transaction:
+        an item's `done` is False if it had been applied already."""
+
     async def apply_outcome(self, job_id: str, changes: Sequence[Change], now: int) -> Applied:
-        """Applies the changes decided for a job's outcome, once: `done` is False if it had
-        been applied already."""
+        """`apply_outcomes` for one job."""
+        (applied,) = await self.apply_outcomes([(job_id, changes)], now)
+        return applied
 
     @abc.abstractmethod
     async def stale_outcomes(self, done_before: int, limit: int) -> list[str]:

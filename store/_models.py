@@ -239,6 +239,8 @@ class AddEvents:
     """Stores events to be processed (system events, cron ticks, invocations)."""
 
     events: list[EventRecord]
+    quiet: bool = False
+    """No function triggers on these: stored as processed, unless a run waits for one."""
 
 
 @dataclasses.dataclass

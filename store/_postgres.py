@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from tideflow import errors
 
+from . import _metrics
 from ._queries import load_queries
 from ._sql import SqlStore, Tx
 
@@ -54,12 +55,14 @@ class _PostgresTx:
         return self._queries[query]
 
     async def fetch(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        _metrics.STATEMENTS.labels("postgres").inc()
         with _translated(query):
             async with self._connection.cursor(row_factory=dict_row) as cursor:
                 await cursor.execute(self._sql(query), params)
                 return await cursor.fetchall()
 
     async def execute(self, query: str, params: Mapping[str, Any]) -> int:
+        _metrics.STATEMENTS.labels("postgres").inc()
         with _translated(query):
             async with self._connection.cursor() as cursor:
                 await cursor.execute(self._sql(query), params)
@@ -109,9 +112,9 @@ class PostgresStore(SqlStore):
             max_size=self._max_size,
             # Autocommit, so that every transaction is an explicit `transaction()` block.
             kwargs={"autocommit": True},
-            # Checked when lent out: connections a restarted server dropped are replaced
-            # instead of failing the next call.
-            check=AsyncConnectionPool.check_connection,
+            # No check when lent out (a round trip per transaction): a connection that a
+            # restarted server dropped fails its next call once, the caller retries, and the
+            # pool discards the broken connection.
             # Bounds the wait for a connection, so calls fail fast while the server is down.
             timeout=self._connect_timeout_s,
             open=False,
@@ -153,6 +156,15 @@ class PostgresStore(SqlStore):
 
     def _transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         return self._connect()
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[Tx]:
+        # Autocommit: each read is its own statement, without BEGIN and COMMIT round trips.
+        if self._pool is None:
+            raise errors.LifecycleError("the PostgreSQL store is not open")
+        with _translated("read"):
+            async with self._pool.connection() as connection:
+                yield _PostgresTx(self.queries, connection)
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[_PostgresTx]:

@@ -36,6 +36,10 @@ class SqlStore(Store, abc.ABC):
     def _transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """One transaction: committed when the block ends, rolled back if it raises."""
 
+    def _read(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """Reads that need no transaction; a backend may spare the BEGIN / COMMIT round trips."""
+        return self._transaction()
+
     # Registry
 
     async def register_functions(
@@ -55,7 +59,7 @@ class SqlStore(Store, abc.ABC):
                 )
 
     async def list_functions(self) -> list[dict[str, Any]]:
-        async with self._transaction() as tx:
+        async with self._read() as tx:
             rows = await tx.fetch("select_functions", {})
         return [loads(row["config"]) for row in rows]
 
@@ -73,16 +77,14 @@ class SqlStore(Store, abc.ABC):
         async with self._transaction() as tx:
             for event, changes in batch:
                 await tx.execute("insert_event", _event_params(event))
-                state = await tx.fetch("select_event_state", {"internal_id": event.internal_id})
-                if not state or state[0]["processed"]:
+                # Marking it processed first locks it: a concurrent processor of the same
+                # event waits, then finds nothing to do.
+                if not await tx.execute("claim_event", {"internal_id": event.internal_id}):
                     continue
-                duplicate = await self._is_duplicate(tx, event, now)
-                if not duplicate:
+                if await self._is_duplicate(tx, event, now):
+                    await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
+                else:
                     applied.extend(await self._apply(tx, changes, now))
-                await tx.execute(
-                    "mark_event_processed",
-                    {"internal_id": event.internal_id, "duplicate": int(duplicate)},
-                )
         return applied
 
     async def _is_duplicate(self, tx: Tx, event: m.EventRecord, now: int) -> bool:
@@ -98,14 +100,14 @@ class SqlStore(Store, abc.ABC):
         return False
 
     async def unprocessed_events(self, received_before: int, limit: int) -> list[m.EventRecord]:
-        async with self._transaction() as tx:
+        async with self._read() as tx:
             rows = await tx.fetch(
                 "select_unprocessed_events", {"before": received_before, "limit": limit}
             )
         return [_event(row) for row in rows]
 
     async def list_events(self, name: str | None, limit: int) -> list[m.EventRecord]:
-        async with self._transaction() as tx:
+        async with self._read() as tx:
             if name is None:
                 rows = await tx.fetch("select_events", {"limit": limit})
             else:
@@ -114,7 +116,7 @@ class SqlStore(Store, abc.ABC):
 
     async def waits_for_events(self, names: Sequence[str]) -> list[m.WaitRecord]:
         waits: list[m.WaitRecord] = []
-        async with self._transaction() as tx:
+        async with self._read() as tx:
             for name in sorted(set(names)):
                 rows = await tx.fetch("select_waits_for_event", {"event_name": name})
                 waits.extend(_wait(row) for row in rows)
@@ -126,22 +128,23 @@ class SqlStore(Store, abc.ABC):
         self, job_id: str, owner: str, now: int, lease_until: int
     ) -> m.RunState | None:
         async with self._transaction() as tx:
+            # One statement leases the job, marks its run Running and reads the run.
             claimed = await tx.fetch(
                 "claim_job",
                 {"job_id": job_id, "owner": owner, "now": now, "lease_until": lease_until},
             )
             if not claimed:
                 return None
-            await tx.execute("mark_run_running", {"run_id": claimed[0]["run_id"], "now": now})
-            runs = await tx.fetch("select_run", {"run_id": claimed[0]["run_id"]})
-            if not runs or runs[0]["status"] in m.TERMINAL:
+            row = claimed[0]
+            if row["status"] in m.TERMINAL:
                 await tx.execute("delete_job", {"job_id": job_id})
                 return None
             steps = await tx.fetch("select_steps", {"run_id": claimed[0]["run_id"]})
+        job = m.JobRecord(
+            job_id, row["run_id"], row["function_id"], row["app_id"], row["job_attempt"]
+        )
         return m.RunState(
-            run=_run(runs[0]),
-            steps={row["hash"]: _step(row) for row in steps},
-            job=_job(claimed[0]),
+            run=_run(row), steps={step["hash"]: _step(step) for step in steps}, job=job
         )
 
     async def renew_lease(self, job_id: str, owner: str, lease_until: int) -> bool:
@@ -162,15 +165,14 @@ class SqlStore(Store, abc.ABC):
         now: int,
     ) -> bool:
         async with self._transaction() as tx:
-            held = await tx.execute(
+            held = await tx.fetch(
                 "finish_job",
                 {"job_id": job_id, "owner": owner, "outcome": dumps(outcome), "now": now},
             )
             if not held:
                 return False
-            run = await tx.fetch("select_job_run", {"job_id": job_id})
             for step in steps:
-                await tx.execute("upsert_step_result", _step_params(run[0]["run_id"], step))
+                await tx.execute("upsert_step_result", _step_params(held[0]["run_id"], step))
             for event in events:
                 await tx.execute("insert_event", _event_params(event))
         return True
@@ -178,27 +180,35 @@ class SqlStore(Store, abc.ABC):
     # Scheduler side
 
     async def job_outcomes(self, job_ids: Sequence[str]) -> list[m.JobOutcome]:
-        outcomes: list[m.JobOutcome] = []
-        async with self._transaction() as tx:
-            for job_id in job_ids:
-                rows = await tx.fetch("select_job_outcome", {"job_id": job_id})
-                if not rows:
-                    continue
-                runs = await tx.fetch("select_run", {"run_id": rows[0]["run_id"]})
-                if runs:
-                    outcomes.append(
-                        m.JobOutcome(_job(rows[0]), _run(runs[0]), loads(rows[0]["outcome"]))
-                    )
-        return outcomes
+        async with self._read() as tx:
+            rows = await tx.fetch("select_job_outcomes", {"job_ids": list(job_ids)})
+        by_id = {row["job_id"]: row for row in rows}
+        return [
+            m.JobOutcome(
+                m.JobRecord(
+                    job_id, row["run_id"], row["function_id"], row["app_id"], row["job_attempt"]
+                ),
+                _run(row),
+                loads(row["outcome"]),
+            )
+            for job_id in job_ids
+            if (row := by_id.get(job_id)) is not None
+        ]
 
-    async def apply_outcome(self, job_id: str, changes: Sequence[m.Change], now: int) -> m.Applied:
+    async def apply_outcomes(
+        self, batch: Sequence[tuple[str, Sequence[m.Change]]], now: int
+    ) -> list[m.Applied]:
+        results = []
         async with self._transaction() as tx:
-            if not await tx.execute("delete_done_job", {"job_id": job_id}):
-                return m.Applied(done=False)
-            return await self._apply(tx, changes, now)
+            for job_id, changes in batch:
+                if await tx.execute("delete_done_job", {"job_id": job_id}):
+                    results.append(await self._apply(tx, changes, now))
+                else:
+                    results.append(m.Applied(done=False))
+        return results
 
     async def stale_outcomes(self, done_before: int, limit: int) -> list[str]:
-        async with self._transaction() as tx:
+        async with self._read() as tx:
             rows = await tx.fetch("select_stale_outcomes", {"before": done_before, "limit": limit})
         return [row["job_id"] for row in rows]
 
@@ -236,24 +246,24 @@ class SqlStore(Store, abc.ABC):
                 await tx.execute("insert_timer", _timer_params(timer))
 
     async def next_timer_due(self) -> int | None:
-        async with self._transaction() as tx:
+        async with self._read() as tx:
             rows = await tx.fetch("select_next_timer", {})
         return rows[0]["due_at"] if rows and rows[0]["due_at"] is not None else None
 
     # API
 
     async def get_run(self, run_id: str) -> m.RunRecord | None:
-        async with self._transaction() as tx:
+        async with self._read() as tx:
             rows = await tx.fetch("select_run", {"run_id": run_id})
         return _run(rows[0]) if rows else None
 
     async def runs_for_event(self, event_id: str) -> list[m.RunRecord]:
-        async with self._transaction() as tx:
+        async with self._read() as tx:
             rows = await tx.fetch("select_runs_for_event", {"event_id": event_id})
         return [_run(row) for row in rows]
 
     async def run_steps(self, run_id: str) -> list[m.StepRecord]:
-        async with self._transaction() as tx:
+        async with self._read() as tx:
             rows = await tx.fetch("select_steps", {"run_id": run_id})
         return [_step(row) for row in rows]
 
@@ -297,12 +307,22 @@ class SqlStore(Store, abc.ABC):
                 case m.FinishRun():
                     await self._finish_run(tx, change, now, applied)
                 case m.AddEvents():
-                    for event in change.events:
-                        await tx.execute("insert_event", _event_params(event))
-                    applied.events.extend(change.events)
+                    await self._add_events(tx, change, applied)
                 case m.AddTimer():
                     await tx.execute("insert_timer", _timer_params(change.timer))
         return applied
+
+    async def _add_events(self, tx: Tx, change: m.AddEvents, applied: m.Applied) -> None:
+        for event in change.events:
+            # An event no function triggers on needs no trip through the scheduler, unless a
+            # run waits for one of its name.
+            if change.quiet and not await tx.fetch(
+                "select_waits_for_event", {"event_name": event.name}
+            ):
+                await tx.execute("insert_event_processed", _event_params(event))
+                continue
+            await tx.execute("insert_event", _event_params(event))
+            applied.events.append(event)
 
     async def _create_run(self, tx: Tx, change: m.CreateRun, now: int, applied: m.Applied) -> None:
         params = {
@@ -395,13 +415,12 @@ class SqlStore(Store, abc.ABC):
             "error": dumps(change.error),
             "now": now,
         }
-        if not await tx.execute("finish_run", params):
+        rows = await tx.fetch("finish_run", params)
+        if not rows:
             applied.done = False
             return
-        for query in ("delete_run_waits", "delete_run_timers", "delete_run_queued_jobs"):
-            await tx.execute(query, {"run_id": change.run_id})
-        rows = await tx.fetch("select_run", {"run_id": change.run_id})
-        parent = loads(rows[0]["parent"]) if rows else None
+        await tx.execute("clean_up_run", {"run_id": change.run_id})
+        parent = loads(rows[0]["parent"])
         if parent:
             resolve = m.ResolveStep(parent["run_id"], parent["step_hash"])
             if change.status == m.COMPLETED:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import pathlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -18,30 +19,29 @@ _T = TypeVar("_T")
 
 
 class _SqliteTx:
+    """Runs a named query: several statements in order (the rows of the last are its result),
+    lists passed as JSON for `json_each`."""
+
     def __init__(self, store: SqliteStore, connection: sqlite3.Connection) -> None:
         self._store = store
         self._connection = connection
 
+    def _run(self, query: str, params: Mapping[str, Any]) -> sqlite3.Cursor:
+        values = {k: json.dumps(v) if isinstance(v, list) else v for k, v in params.items()}
+        cursor = None
+        for statement in self._store.statements[query]:
+            _metrics.STATEMENTS.labels("sqlite").inc()
+            cursor = self._connection.execute(statement, values)
+        assert cursor is not None
+        return cursor
+
     async def fetch(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        sql = self._store.queries[query]
-
-        _metrics.STATEMENTS.labels("sqlite").inc()
-
-        def run() -> list[dict[str, Any]]:
-            cursor = self._connection.execute(sql, dict(params))
-            return [dict(row) for row in cursor.fetchall()]
-
-        return await self._store.call(run)
+        return await self._store.call(
+            lambda: [dict(row) for row in self._run(query, params).fetchall()]
+        )
 
     async def execute(self, query: str, params: Mapping[str, Any]) -> int:
-        sql = self._store.queries[query]
-
-        _metrics.STATEMENTS.labels("sqlite").inc()
-
-        def run() -> int:
-            return self._connection.execute(sql, dict(params)).rowcount
-
-        return await self._store.call(run)
+        return await self._store.call(lambda: self._run(query, params).rowcount)
 
 
 class SqliteStore(SqlStore):
@@ -53,6 +53,10 @@ class SqliteStore(SqlStore):
     def __init__(self, path: str) -> None:
         self.path = path
         self.queries = load_queries("sqlite")
+        self.statements = {
+            name: [part.strip() for part in text.split(";") if part.strip()]
+            for name, text in self.queries.items()
+        }
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()

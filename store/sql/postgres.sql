@@ -141,11 +141,6 @@ VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(ts)s, %(user_data)s, %(v)
         %(received_at)s)
 ON CONFLICT (internal_id) DO NOTHING
 
--- name: select_event_state
--- The row lock makes two schedulers handed the same event take turns: the second sees it
--- processed once the first commits.
-SELECT processed FROM events WHERE internal_id = %(internal_id)s FOR UPDATE
-
 -- name: select_event_key
 -- A plain SELECT would let two schedulers, processing two events with the same id at once,
 -- both find the id unseen. Upserting an expired placeholder locks the key's row instead (the
@@ -163,8 +158,8 @@ INSERT INTO event_keys (id, internal_id, expires_at)
 VALUES (%(id)s, %(internal_id)s, %(expires_at)s)
 ON CONFLICT (id) DO UPDATE SET internal_id = excluded.internal_id, expires_at = excluded.expires_at
 
--- name: mark_event_processed
-UPDATE events SET processed = 1, duplicate = %(duplicate)s WHERE internal_id = %(internal_id)s
+-- name: mark_event_duplicate
+UPDATE events SET duplicate = 1 WHERE internal_id = %(internal_id)s
 
 -- name: select_unprocessed_events
 SELECT * FROM events WHERE processed = 0 AND received_at < %(before)s
@@ -196,18 +191,26 @@ ON CONFLICT DO NOTHING
 RETURNING job_id, run_id, function_id, app_id, attempt
 
 -- name: claim_job
--- A concurrent claim waits on the row lock, then re-checks the condition on the new version.
-UPDATE jobs SET status = 'leased', lease_owner = %(owner)s, lease_until = %(lease_until)s
-WHERE job_id = %(job_id)s
-  AND (status = 'queued' OR (status = 'leased' AND lease_until < %(now)s))
-RETURNING job_id, run_id, function_id, app_id, attempt
+-- A concurrent claim waits on the job's row lock, then re-checks the condition on the new
+-- version. The main query sees the run as it was before `started`, hence the CASE.
+WITH claimed AS (
+    UPDATE jobs SET status = 'leased', lease_owner = %(owner)s, lease_until = %(lease_until)s
+    WHERE job_id = %(job_id)s
+      AND (status = 'queued' OR (status = 'leased' AND lease_until < %(now)s))
+    RETURNING run_id, attempt
+), started AS (
+    UPDATE runs SET status = 'Running', started_at = COALESCE(started_at, %(now)s)
+    WHERE run_id IN (SELECT run_id FROM claimed) AND status = 'Queued'
+)
+SELECT claimed.attempt AS job_attempt, runs.run_id, runs.function_id, runs.app_id, runs.event_id,
+    CASE WHEN runs.status = 'Queued' THEN 'Running' ELSE runs.status END AS status,
+    runs.events, runs.queued_at, runs.output, runs.error,
+    CASE WHEN runs.status = 'Queued' THEN COALESCE(runs.started_at, %(now)s) ELSE runs.started_at END AS started_at,
+    runs.ended_at, runs.attempt, runs.parent
+FROM claimed JOIN runs ON runs.run_id = claimed.run_id
 
 -- name: delete_job
 DELETE FROM jobs WHERE job_id = %(job_id)s
-
--- name: mark_run_running
-UPDATE runs SET status = 'Running', started_at = COALESCE(started_at, %(now)s)
-WHERE run_id = %(run_id)s AND status = 'Queued'
 
 -- name: select_run
 SELECT * FROM runs WHERE run_id = %(run_id)s
@@ -225,9 +228,7 @@ WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
 -- name: finish_job
 UPDATE jobs SET status = 'done', outcome = %(outcome)s, done_at = %(now)s
 WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
-
--- name: select_job_run
-SELECT run_id FROM jobs WHERE job_id = %(job_id)s
+RETURNING run_id
 
 -- name: upsert_step_result
 INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
@@ -284,18 +285,18 @@ UPDATE runs SET attempt = %(attempt)s WHERE run_id = %(run_id)s AND attempt < %(
 -- name: finish_run
 UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s, ended_at = %(now)s
 WHERE run_id = %(run_id)s AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+RETURNING parent
 
--- name: delete_run_waits
-DELETE FROM waits WHERE run_id = %(run_id)s
-
--- name: delete_run_timers
+-- name: clean_up_run
+-- A run that ended keeps no waits, timers (cron ticks belong to the function) or queued jobs.
+WITH waits_gone AS (DELETE FROM waits WHERE run_id = %(run_id)s),
+     jobs_gone AS (DELETE FROM jobs WHERE run_id = %(run_id)s AND status = 'queued')
 DELETE FROM timers WHERE run_id = %(run_id)s AND kind <> 'cron'
 
--- name: delete_run_queued_jobs
-DELETE FROM jobs WHERE run_id = %(run_id)s AND status = 'queued'
-
--- name: select_job_outcome
-SELECT * FROM jobs WHERE job_id = %(job_id)s AND status = 'done'
+-- name: select_job_outcomes
+SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*
+FROM jobs JOIN runs ON runs.run_id = jobs.run_id
+WHERE jobs.status = 'done' AND jobs.job_id = ANY(%(job_ids)s)
 
 -- name: delete_done_job
 DELETE FROM jobs WHERE job_id = %(job_id)s AND status = 'done'
@@ -332,3 +333,12 @@ DELETE FROM timers WHERE timer_id = %(timer_id)s AND claimed_by = %(owner)s
 
 -- name: select_next_timer
 SELECT MIN(due_at) AS due_at FROM timers
+
+-- name: claim_event
+-- The row lock makes a concurrent processor of the same event wait, then find it processed.
+UPDATE events SET processed = 1 WHERE internal_id = %(internal_id)s AND processed = 0
+
+-- name: insert_event_processed
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
+VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(ts)s, %(user_data)s, %(v)s, %(target)s, %(received_at)s, 1)
+ON CONFLICT (internal_id) DO NOTHING

@@ -114,9 +114,6 @@ INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, recei
 VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at)
 ON CONFLICT (internal_id) DO NOTHING
 
--- name: select_event_state
-SELECT processed FROM events WHERE internal_id = :internal_id
-
 -- name: select_event_key
 SELECT internal_id FROM event_keys WHERE id = :id AND expires_at > :now
 
@@ -124,8 +121,8 @@ SELECT internal_id FROM event_keys WHERE id = :id AND expires_at > :now
 INSERT INTO event_keys (id, internal_id, expires_at) VALUES (:id, :internal_id, :expires_at)
 ON CONFLICT (id) DO UPDATE SET internal_id = excluded.internal_id, expires_at = excluded.expires_at
 
--- name: mark_event_processed
-UPDATE events SET processed = 1, duplicate = :duplicate WHERE internal_id = :internal_id
+-- name: mark_event_duplicate
+UPDATE events SET duplicate = 1 WHERE internal_id = :internal_id
 
 -- name: select_unprocessed_events
 SELECT * FROM events WHERE processed = 0 AND received_at < :before ORDER BY received_at LIMIT :limit
@@ -154,15 +151,18 @@ RETURNING job_id, run_id, function_id, app_id, attempt
 -- name: claim_job
 UPDATE jobs SET status = 'leased', lease_owner = :owner, lease_until = :lease_until
 WHERE job_id = :job_id
-  AND (status = 'queued' OR (status = 'leased' AND lease_until < :now))
-RETURNING job_id, run_id, function_id, app_id, attempt
+  AND (status = 'queued' OR (status = 'leased' AND lease_until < :now));
+UPDATE runs SET status = 'Running', started_at = COALESCE(started_at, :now)
+WHERE status = 'Queued' AND run_id = (
+    SELECT run_id FROM jobs
+    WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner AND lease_until = :lease_until
+);
+SELECT jobs.attempt AS job_attempt, runs.* FROM jobs JOIN runs ON runs.run_id = jobs.run_id
+WHERE jobs.job_id = :job_id AND jobs.status = 'leased'
+  AND jobs.lease_owner = :owner AND jobs.lease_until = :lease_until
 
 -- name: delete_job
 DELETE FROM jobs WHERE job_id = :job_id
-
--- name: mark_run_running
-UPDATE runs SET status = 'Running', started_at = COALESCE(started_at, :now)
-WHERE run_id = :run_id AND status = 'Queued'
 
 -- name: select_run
 SELECT * FROM runs WHERE run_id = :run_id
@@ -180,9 +180,7 @@ WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
 -- name: finish_job
 UPDATE jobs SET status = 'done', outcome = :outcome, done_at = :now
 WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
-
--- name: select_job_run
-SELECT run_id FROM jobs WHERE job_id = :job_id
+RETURNING run_id
 
 -- name: upsert_step_result
 INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
@@ -234,18 +232,17 @@ UPDATE runs SET attempt = :attempt WHERE run_id = :run_id AND attempt < :attempt
 -- name: finish_run
 UPDATE runs SET status = :status, output = :output, error = :error, ended_at = :now
 WHERE run_id = :run_id AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+RETURNING parent
 
--- name: delete_run_waits
-DELETE FROM waits WHERE run_id = :run_id
-
--- name: delete_run_timers
-DELETE FROM timers WHERE run_id = :run_id AND kind <> 'cron'
-
--- name: delete_run_queued_jobs
+-- name: clean_up_run
+DELETE FROM waits WHERE run_id = :run_id;
+DELETE FROM timers WHERE run_id = :run_id AND kind <> 'cron';
 DELETE FROM jobs WHERE run_id = :run_id AND status = 'queued'
 
--- name: select_job_outcome
-SELECT * FROM jobs WHERE job_id = :job_id AND status = 'done'
+-- name: select_job_outcomes
+SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*
+FROM jobs JOIN runs ON runs.run_id = jobs.run_id
+WHERE jobs.status = 'done' AND jobs.job_id IN (SELECT value FROM json_each(:job_ids))
 
 -- name: delete_done_job
 DELETE FROM jobs WHERE job_id = :job_id AND status = 'done'
@@ -277,3 +274,11 @@ DELETE FROM timers WHERE timer_id = :timer_id AND claimed_by = :owner
 
 -- name: select_next_timer
 SELECT MIN(due_at) AS due_at FROM timers
+
+-- name: claim_event
+UPDATE events SET processed = 1 WHERE internal_id = :internal_id AND processed = 0
+
+-- name: insert_event_processed
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
+VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at, 1)
+ON CONFLICT (internal_id) DO NOTHING
