@@ -76,10 +76,9 @@ class SqlStore(Store, abc.ABC):
         applied = m.Applied()
         async with self._transaction() as tx:
             for event, changes in batch:
-                await tx.execute("insert_event", _event_params(event))
-                # Marking it processed first locks it: a concurrent processor of the same
-                # event waits, then finds nothing to do.
-                if not await tx.execute("claim_event", {"internal_id": event.internal_id}):
+                # Stored, or found unprocessed, and marked processed at once: the row lock
+                # makes a concurrent processor of the same event wait, then find nothing to do.
+                if not await tx.fetch("claim_event", _event_params(event)):
                     continue
                 if await self._is_duplicate(tx, event, now):
                     await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
@@ -314,15 +313,15 @@ class SqlStore(Store, abc.ABC):
 
     async def _add_events(self, tx: Tx, change: m.AddEvents, applied: m.Applied) -> None:
         for event in change.events:
-            # An event no function triggers on needs no trip through the scheduler, unless a
-            # run waits for one of its name.
-            if change.quiet and not await tx.fetch(
-                "select_waits_for_event", {"event_name": event.name}
-            ):
-                await tx.execute("insert_event_processed", _event_params(event))
+            if not change.quiet:
+                await tx.execute("insert_event", _event_params(event))
+                applied.events.append(event)
                 continue
-            await tx.execute("insert_event", _event_params(event))
-            applied.events.append(event)
+            # No function triggers on it: it needs no trip through the scheduler, unless a run
+            # waits for an event of its name (then it is stored unprocessed).
+            rows = await tx.fetch("insert_quiet_event", _event_params(event))
+            if rows and not rows[0]["processed"]:
+                applied.events.append(event)
 
     async def _create_run(self, tx: Tx, change: m.CreateRun, now: int, applied: m.Applied) -> None:
         params = {
@@ -334,8 +333,9 @@ class SqlStore(Store, abc.ABC):
             "parent": dumps(change.parent),
             "now": now,
         }
-        if await tx.execute("insert_run", params):
-            await self._dispatch(tx, change.run_id, 0, now, applied)
+        # One statement: the run, and its first job only if the run is new.
+        rows = await tx.fetch("insert_run", {**params, "job_id": new_id(now)})
+        applied.jobs.extend(_job(row) for row in rows)
 
     async def _dispatch(
         self, tx: Tx, run_id: str, attempt: int, now: int, applied: m.Applied
@@ -419,7 +419,6 @@ class SqlStore(Store, abc.ABC):
         if not rows:
             applied.done = False
             return
-        await tx.execute("clean_up_run", {"run_id": change.run_id})
         parent = loads(rows[0]["parent"])
         if parent:
             resolve = m.ResolveStep(parent["run_id"], parent["step_hash"])

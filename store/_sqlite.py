@@ -19,29 +19,30 @@ _T = TypeVar("_T")
 
 
 class _SqliteTx:
-    """Runs a named query: several statements in order (the rows of the last are its result),
-    lists passed as JSON for `json_each`."""
+    """Runs a named query: several statements in order (its rows are those of the last that
+    returns rows, its count the last statement's), lists passed as JSON for `json_each`."""
 
     def __init__(self, store: SqliteStore, connection: sqlite3.Connection) -> None:
         self._store = store
         self._connection = connection
 
-    def _run(self, query: str, params: Mapping[str, Any]) -> sqlite3.Cursor:
+    def _run(self, query: str, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
         values = {k: json.dumps(v) if isinstance(v, list) else v for k, v in params.items()}
-        cursor = None
+        rows: list[dict[str, Any]] = []
+        count = 0
         for statement in self._store.statements[query]:
             _metrics.STATEMENTS.labels("sqlite").inc()
             cursor = self._connection.execute(statement, values)
-        assert cursor is not None
-        return cursor
+            if cursor.description is not None:
+                rows = [dict(row) for row in cursor.fetchall()]
+            count = cursor.rowcount
+        return rows, count
 
     async def fetch(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return await self._store.call(
-            lambda: [dict(row) for row in self._run(query, params).fetchall()]
-        )
+        return (await self._store.call(lambda: self._run(query, params)))[0]
 
     async def execute(self, query: str, params: Mapping[str, Any]) -> int:
-        return await self._store.call(lambda: self._run(query, params).rowcount)
+        return (await self._store.call(lambda: self._run(query, params)))[1]
 
 
 class SqliteStore(SqlStore):
@@ -54,7 +55,7 @@ class SqliteStore(SqlStore):
         self.path = path
         self.queries = load_queries("sqlite")
         self.statements = {
-            name: [part.strip() for part in text.split(";") if part.strip()]
+            name: [part.strip() for part in _without_comments(text).split(";") if part.strip()]
             for name, text in self.queries.items()
         }
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -133,3 +134,7 @@ class SqliteStore(SqlStore):
                 raise
             _metrics.TRANSACTIONS.labels("sqlite", "commit").inc()
             await asyncio.shield(self.call(lambda: connection.execute("COMMIT")))
+
+
+def _without_comments(sql: str) -> str:
+    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))

@@ -176,10 +176,16 @@ ORDER BY received_at DESC, internal_id DESC LIMIT %(limit)s
 SELECT * FROM waits WHERE kind = 'event' AND event_name = %(event_name)s
 
 -- name: insert_run
-INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent)
-VALUES (%(run_id)s, %(function_id)s, %(app_id)s, %(event_id)s, 'Queued', %(events)s, %(now)s,
-        %(parent)s)
-ON CONFLICT DO NOTHING
+WITH run AS (
+    INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent)
+    VALUES (%(run_id)s, %(function_id)s, %(app_id)s, %(event_id)s, 'Queued', %(events)s, %(now)s,
+            %(parent)s)
+    ON CONFLICT DO NOTHING
+    RETURNING run_id, function_id, app_id
+)
+INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at)
+SELECT %(job_id)s, run_id, function_id, app_id, 0, 'queued', %(now)s FROM run
+RETURNING job_id, run_id, function_id, app_id, attempt
 
 -- name: insert_job_if_idle
 -- ON CONFLICT (with jobs_one_queued_per_run) covers a concurrent dispatch of the same run.
@@ -283,15 +289,19 @@ WHERE run_id = %(run_id)s AND step_hash = %(step_hash)s AND kind IN ('wait', 'sl
 UPDATE runs SET attempt = %(attempt)s WHERE run_id = %(run_id)s AND attempt < %(attempt)s
 
 -- name: finish_run
-UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s, ended_at = %(now)s
-WHERE run_id = %(run_id)s AND status NOT IN ('Completed', 'Failed', 'Cancelled')
-RETURNING parent
-
--- name: clean_up_run
--- A run that ended keeps no waits, timers (cron ticks belong to the function) or queued jobs.
-WITH waits_gone AS (DELETE FROM waits WHERE run_id = %(run_id)s),
-     jobs_gone AS (DELETE FROM jobs WHERE run_id = %(run_id)s AND status = 'queued')
-DELETE FROM timers WHERE run_id = %(run_id)s AND kind <> 'cron'
+-- An ended run keeps no waits, timers (cron ticks belong to the function) or queued jobs.
+WITH finished AS (
+    UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s, ended_at = %(now)s
+    WHERE run_id = %(run_id)s AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+    RETURNING run_id, parent
+), waits_gone AS (
+    DELETE FROM waits WHERE run_id IN (SELECT run_id FROM finished)
+), jobs_gone AS (
+    DELETE FROM jobs WHERE run_id IN (SELECT run_id FROM finished) AND status = 'queued'
+), timers_gone AS (
+    DELETE FROM timers WHERE run_id IN (SELECT run_id FROM finished) AND kind <> 'cron'
+)
+SELECT parent FROM finished
 
 -- name: select_job_outcomes
 SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*
@@ -335,10 +345,17 @@ DELETE FROM timers WHERE timer_id = %(timer_id)s AND claimed_by = %(owner)s
 SELECT MIN(due_at) AS due_at FROM timers
 
 -- name: claim_event
--- The row lock makes a concurrent processor of the same event wait, then find it processed.
-UPDATE events SET processed = 1 WHERE internal_id = %(internal_id)s AND processed = 0
-
--- name: insert_event_processed
+-- Inserts the event as processed, or marks a stored one processed if it was not: a row comes
+-- back only then. The row lock makes a concurrent processor wait, then get no row.
 INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
 VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(ts)s, %(user_data)s, %(v)s, %(target)s, %(received_at)s, 1)
+ON CONFLICT (internal_id) DO UPDATE SET processed = 1 WHERE events.processed = 0
+RETURNING internal_id
+
+-- name: insert_quiet_event
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
+VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(ts)s, %(user_data)s, %(v)s, %(target)s, %(received_at)s,
+        CASE WHEN EXISTS (SELECT 1 FROM waits WHERE kind = 'event' AND event_name = %(name)s) THEN 0 ELSE 1 END)
 ON CONFLICT (internal_id) DO NOTHING
+RETURNING processed
+

@@ -139,7 +139,11 @@ SELECT * FROM waits WHERE kind = 'event' AND event_name = :event_name
 -- name: insert_run
 INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent)
 VALUES (:run_id, :function_id, :app_id, :event_id, 'Queued', :events, :now, :parent)
-ON CONFLICT DO NOTHING
+ON CONFLICT DO NOTHING;
+-- changes(): the rows the insert above made, so a run that existed gets no second job.
+INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at)
+SELECT :job_id, :run_id, :function_id, :app_id, 0, 'queued', :now WHERE changes() = 1
+RETURNING job_id, run_id, function_id, app_id, attempt
 
 -- name: insert_job_if_idle
 INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at)
@@ -232,9 +236,9 @@ UPDATE runs SET attempt = :attempt WHERE run_id = :run_id AND attempt < :attempt
 -- name: finish_run
 UPDATE runs SET status = :status, output = :output, error = :error, ended_at = :now
 WHERE run_id = :run_id AND status NOT IN ('Completed', 'Failed', 'Cancelled')
-RETURNING parent
-
--- name: clean_up_run
+RETURNING parent;
+-- An ended run keeps no waits, timers (cron ticks belong to the function) or queued jobs; for
+-- a run that had ended already, these find nothing.
 DELETE FROM waits WHERE run_id = :run_id;
 DELETE FROM timers WHERE run_id = :run_id AND kind <> 'cron';
 DELETE FROM jobs WHERE run_id = :run_id AND status = 'queued'
@@ -276,9 +280,15 @@ DELETE FROM timers WHERE timer_id = :timer_id AND claimed_by = :owner
 SELECT MIN(due_at) AS due_at FROM timers
 
 -- name: claim_event
-UPDATE events SET processed = 1 WHERE internal_id = :internal_id AND processed = 0
-
--- name: insert_event_processed
 INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
 VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at, 1)
+ON CONFLICT (internal_id) DO UPDATE SET processed = 1 WHERE events.processed = 0
+RETURNING internal_id
+
+-- name: insert_quiet_event
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
+VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at,
+        NOT EXISTS (SELECT 1 FROM waits WHERE kind = 'event' AND event_name = :name))
 ON CONFLICT (internal_id) DO NOTHING
+RETURNING processed
+
