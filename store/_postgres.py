@@ -158,11 +158,11 @@ class PostgresStore(SqlStore):
         return self._connect()
 
     @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[Tx]:
-        # Autocommit: each read is its own statement, without BEGIN and COMMIT round trips.
+    async def _autocommit(self) -> AsyncIterator[Tx]:
+        # Each statement commits on its own, without BEGIN and COMMIT round trips.
         if self._pool is None:
             raise errors.LifecycleError("the PostgreSQL store is not open")
-        with _translated("read"):
+        with _translated("statement"):
             async with self._pool.connection() as connection:
                 yield _PostgresTx(self.queries, connection)
 

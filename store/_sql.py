@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -36,8 +37,9 @@ class SqlStore(Store, abc.ABC):
     def _transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """One transaction: committed when the block ends, rolled back if it raises."""
 
-    def _read(self) -> contextlib.AbstractAsyncContextManager[Tx]:
-        """Reads that need no transaction; a backend may spare the BEGIN / COMMIT round trips."""
+    def _autocommit(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """Statements each atomic on its own (reads, single-statement writes): a backend may
+        spare the BEGIN / COMMIT round trips."""
         return self._transaction()
 
     # Registry
@@ -59,7 +61,7 @@ class SqlStore(Store, abc.ABC):
                 )
 
     async def list_functions(self) -> list[dict[str, Any]]:
-        async with self._read() as tx:
+        async with self._autocommit() as tx:
             rows = await tx.fetch("select_functions", {})
         return [loads(row["config"]) for row in rows]
 
@@ -99,14 +101,14 @@ class SqlStore(Store, abc.ABC):
         return False
 
     async def unprocessed_events(self, received_before: int, limit: int) -> list[m.EventRecord]:
-        async with self._read() as tx:
+        async with self._autocommit() as tx:
             rows = await tx.fetch(
                 "select_unprocessed_events", {"before": received_before, "limit": limit}
             )
         return [_event(row) for row in rows]
 
     async def list_events(self, name: str | None, limit: int) -> list[m.EventRecord]:
-        async with self._read() as tx:
+        async with self._autocommit() as tx:
             if name is None:
                 rows = await tx.fetch("select_events", {"limit": limit})
             else:
@@ -115,7 +117,7 @@ class SqlStore(Store, abc.ABC):
 
     async def waits_for_events(self, names: Sequence[str]) -> list[m.WaitRecord]:
         waits: list[m.WaitRecord] = []
-        async with self._read() as tx:
+        async with self._autocommit() as tx:
             for name in sorted(set(names)):
                 rows = await tx.fetch("select_waits_for_event", {"event_name": name})
                 waits.extend(_wait(row) for row in rows)
@@ -126,8 +128,9 @@ class SqlStore(Store, abc.ABC):
     async def claim_job(
         self, job_id: str, owner: str, now: int, lease_until: int
     ) -> m.RunState | None:
-        async with self._transaction() as tx:
-            # One statement leases the job, marks its run Running and reads the run.
+        # Each statement stands alone: the claim is one (it leases the job, marks the run
+        # Running and reads it), and the steps of a run whose job we hold do not change.
+        async with self._autocommit() as tx:
             claimed = await tx.fetch(
                 "claim_job",
                 {"job_id": job_id, "owner": owner, "now": now, "lease_until": lease_until},
@@ -138,7 +141,11 @@ class SqlStore(Store, abc.ABC):
             if row["status"] in m.TERMINAL:
                 await tx.execute("delete_job", {"job_id": job_id})
                 return None
-            steps = await tx.fetch("select_steps", {"run_id": claimed[0]["run_id"]})
+            steps = (
+                await tx.fetch("select_steps", {"run_id": row["run_id"]})
+                if row["has_steps"]
+                else []
+            )
         job = m.JobRecord(
             job_id, row["run_id"], row["function_id"], row["app_id"], row["job_attempt"]
         )
@@ -163,15 +170,19 @@ class SqlStore(Store, abc.ABC):
         outcome: dict[str, Any],
         now: int,
     ) -> bool:
-        async with self._transaction() as tx:
-            held = await tx.fetch(
-                "finish_job",
-                {"job_id": job_id, "owner": owner, "outcome": dumps(outcome), "now": now},
-            )
-            if not held:
+        params = {
+            "job_id": job_id,
+            "owner": owner,
+            "outcome": dumps(outcome),
+            "now": now,
+            "steps": dumps([_step_params("", step) for step in _folded(steps)]),
+        }
+        # One statement records the outcome and the steps, so without events to store as
+        # well it needs no transaction around it.
+        block = self._transaction() if events else self._autocommit()
+        async with block as tx:
+            if not await tx.fetch("finish_job", params):
                 return False
-            for step in steps:
-                await tx.execute("upsert_step_result", _step_params(held[0]["run_id"], step))
             for event in events:
                 await tx.execute("insert_event", _event_params(event))
         return True
@@ -179,7 +190,7 @@ class SqlStore(Store, abc.ABC):
     # Scheduler side
 
     async def job_outcomes(self, job_ids: Sequence[str]) -> list[m.JobOutcome]:
-        async with self._read() as tx:
+        async with self._autocommit() as tx:
             rows = await tx.fetch("select_job_outcomes", {"job_ids": list(job_ids)})
         by_id = {row["job_id"]: row for row in rows}
         return [
@@ -207,7 +218,7 @@ class SqlStore(Store, abc.ABC):
         return results
 
     async def stale_outcomes(self, done_before: int, limit: int) -> list[str]:
-        async with self._read() as tx:
+        async with self._autocommit() as tx:
             rows = await tx.fetch("select_stale_outcomes", {"before": done_before, "limit": limit})
         return [row["job_id"] for row in rows]
 
@@ -245,24 +256,24 @@ class SqlStore(Store, abc.ABC):
                 await tx.execute("insert_timer", _timer_params(timer))
 
     async def next_timer_due(self) -> int | None:
-        async with self._read() as tx:
+        async with self._autocommit() as tx:
             rows = await tx.fetch("select_next_timer", {})
         return rows[0]["due_at"] if rows and rows[0]["due_at"] is not None else None
 
     # API
 
     async def get_run(self, run_id: str) -> m.RunRecord | None:
-        async with self._read() as tx:
+        async with self._autocommit() as tx:
             rows = await tx.fetch("select_run", {"run_id": run_id})
         return _run(rows[0]) if rows else None
 
     async def runs_for_event(self, event_id: str) -> list[m.RunRecord]:
-        async with self._read() as tx:
+        async with self._autocommit() as tx:
             rows = await tx.fetch("select_runs_for_event", {"event_id": event_id})
         return [_run(row) for row in rows]
 
     async def run_steps(self, run_id: str) -> list[m.StepRecord]:
-        async with self._read() as tx:
+        async with self._autocommit() as tx:
             rows = await tx.fetch("select_steps", {"run_id": run_id})
         return [_step(row) for row in rows]
 
@@ -558,3 +569,17 @@ def _timer(row: Mapping[str, Any]) -> m.TimerRecord:
         due_at=row["due_at"],
         payload=loads(row["payload"]) or {},
     )
+
+
+def _folded(steps: Sequence[m.StepRecord]) -> list[m.StepRecord]:
+    """One record per step, as recording them one after another would leave it: the first
+    final (Completed or Failed) record wins, and the first start time is kept."""
+    by_hash: dict[str, m.StepRecord] = {}
+    for step in steps:
+        seen = by_hash.get(step.hash)
+        if seen is None:
+            by_hash[step.hash] = step
+        elif seen.status not in (m.COMPLETED, m.FAILED):
+            started = seen.started_at if seen.started_at is not None else step.started_at
+            by_hash[step.hash] = dataclasses.replace(step, started_at=started)
+    return list(by_hash.values())

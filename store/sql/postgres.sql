@@ -212,7 +212,8 @@ SELECT claimed.attempt AS job_attempt, runs.run_id, runs.function_id, runs.app_i
     CASE WHEN runs.status = 'Queued' THEN 'Running' ELSE runs.status END AS status,
     runs.events, runs.queued_at, runs.output, runs.error,
     CASE WHEN runs.status = 'Queued' THEN COALESCE(runs.started_at, %(now)s) ELSE runs.started_at END AS started_at,
-    runs.ended_at, runs.attempt, runs.parent
+    runs.ended_at, runs.attempt, runs.parent,
+    EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id) AS has_steps
 FROM claimed JOIN runs ON runs.run_id = claimed.run_id
 
 -- name: delete_job
@@ -232,19 +233,27 @@ UPDATE jobs SET lease_until = %(lease_until)s
 WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
 
 -- name: finish_job
-UPDATE jobs SET status = 'done', outcome = %(outcome)s, done_at = %(now)s
-WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
-RETURNING run_id
-
--- name: upsert_step_result
-INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
-VALUES (%(run_id)s, %(hash)s, %(name)s, %(op)s, %(status)s, %(attempt)s, %(output)s, %(error)s,
-        %(started_at)s, %(ended_at)s)
-ON CONFLICT (run_id, hash) DO UPDATE
-SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
-    error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
-    ended_at = excluded.ended_at
-WHERE steps.status NOT IN ('Completed', 'Failed')
+-- The outcome and the steps in one statement, only if the lease is still held. A step already
+-- Completed or Failed keeps its first result.
+WITH done AS (
+    UPDATE jobs SET status = 'done', outcome = %(outcome)s, done_at = %(now)s
+    WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
+    RETURNING run_id
+), recorded AS (
+    INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+    SELECT done.run_id, s.hash, s.name, s.op, s.status, s.attempt, s.output, s.error,
+           s.started_at, s.ended_at
+    FROM done, ROWS FROM (json_to_recordset(%(steps)s::json)
+        AS (hash text, name text, op text, status text, attempt int, output text, error text,
+            started_at bigint, ended_at bigint)) WITH ORDINALITY AS s
+    ORDER BY s.ordinality
+    ON CONFLICT (run_id, hash) DO UPDATE
+    SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
+        error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
+        ended_at = excluded.ended_at
+    WHERE steps.status NOT IN ('Completed', 'Failed')
+)
+SELECT run_id FROM done
 
 -- name: record_failed_attempt
 INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)

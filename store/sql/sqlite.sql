@@ -161,7 +161,9 @@ WHERE status = 'Queued' AND run_id = (
     SELECT run_id FROM jobs
     WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner AND lease_until = :lease_until
 );
-SELECT jobs.attempt AS job_attempt, runs.* FROM jobs JOIN runs ON runs.run_id = jobs.run_id
+SELECT jobs.attempt AS job_attempt,
+       EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id) AS has_steps, runs.*
+FROM jobs JOIN runs ON runs.run_id = jobs.run_id
 WHERE jobs.job_id = :job_id AND jobs.status = 'leased'
   AND jobs.lease_owner = :owner AND jobs.lease_until = :lease_until
 
@@ -184,11 +186,14 @@ WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
 -- name: finish_job
 UPDATE jobs SET status = 'done', outcome = :outcome, done_at = :now
 WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
-RETURNING run_id
-
--- name: upsert_step_result
+RETURNING run_id;
+-- changes(): only if the update above found the lease held. A step already Completed or
+-- Failed keeps its first result.
 INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
-VALUES (:run_id, :hash, :name, :op, :status, :attempt, :output, :error, :started_at, :ended_at)
+SELECT (SELECT run_id FROM jobs WHERE job_id = :job_id),
+       value ->> 'hash', value ->> 'name', value ->> 'op', value ->> 'status', value ->> 'attempt',
+       value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at'
+FROM json_each(:steps) WHERE changes() = 1 ORDER BY key
 ON CONFLICT (run_id, hash) DO UPDATE
 SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
     error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
