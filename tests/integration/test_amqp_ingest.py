@@ -8,7 +8,6 @@ from typing import Any
 
 import aio_pika
 import pytest
-
 import tideflow
 from tideflow.testing import Engine
 
