@@ -16,7 +16,7 @@ from tideflow import _event as ev
 from tideflow import errors
 from tideflow._ids import new_id
 from tideflow._settings import Settings
-from tideflow.broker import Broker, publish_events
+from tideflow.broker import Broker, Seal, publish_events
 from tideflow.scheduler import Dispatcher
 from tideflow.scheduler._system_events import finish_events
 from tideflow.store import Store
@@ -40,7 +40,7 @@ class Api:
         self._store = store
         self._broker = broker
         self._settings = settings
-        self._dispatcher = Dispatcher(broker)
+        self._dispatcher = Dispatcher(broker, Seal(settings.signing_key))
 
     async def ingest(self, records: list[dict[str, Any]]) -> list[str]:
         """Stores validated event records, then announces them; returns their ids."""

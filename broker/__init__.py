@@ -6,7 +6,14 @@ from . import _topology as topology
 from ._base import Broker, Delivery, Message
 from ._factory import create_broker
 from ._memory import DeadLetter, MemoryBroker
-from ._messages import EVENT_CONTENT_TYPE, JobMessage, OutcomeMessage, event_message, publish_events
+from ._messages import (
+    EVENT_CONTENT_TYPE,
+    JobMessage,
+    OutcomeMessage,
+    Seal,
+    event_message,
+    publish_events,
+)
 
 __all__ = [
     "EVENT_CONTENT_TYPE",
@@ -17,6 +24,7 @@ __all__ = [
     "MemoryBroker",
     "Message",
     "OutcomeMessage",
+    "Seal",
     "create_broker",
     "event_message",
     "publish_events",

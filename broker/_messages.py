@@ -4,15 +4,45 @@ internal messages as msgpack."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 from typing import Any
 
 import msgpack
+from tideflow import errors
 
 from . import _topology as topology
 from ._base import Broker, Message
 
 EVENT_CONTENT_TYPE = "application/json"
+_MAC_BYTES = 32
+
+
+class Seal:
+    """Signs internal messages (jobs, outcomes) with `TIDEFLOW_SIGNING_KEY` (HMAC-SHA256), so a
+    client of the broker without the key cannot make workers run jobs or schedulers apply
+    outcomes. Without a key, messages go as they are."""
+
+    def __init__(self, key: str | None) -> None:
+        self._key = key.encode() if key else None
+
+    def close(self, payload: bytes) -> bytes:
+        if self._key is None:
+            return payload
+        return hmac.digest(self._key, payload, hashlib.sha256) + payload
+
+    def open(self, body: bytes) -> bytes:
+        """The payload of a sealed body. Raises `SignatureError` if the signature is wrong."""
+        if self._key is None:
+            return body
+        mac, payload = body[:_MAC_BYTES], body[_MAC_BYTES:]
+        if not hmac.compare_digest(mac, hmac.digest(self._key, payload, hashlib.sha256)):
+            raise errors.SignatureError("internal message with a missing or wrong signature")
+        return payload
+
+
+_PLAIN = Seal(None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,15 +54,15 @@ class JobMessage:
     function_id: str
     app_id: str
 
-    def to_message(self) -> Message:
-        body = msgpack.packb(dataclasses.astuple(self))
+    def to_message(self, seal: Seal = _PLAIN) -> Message:
+        body = seal.close(msgpack.packb(dataclasses.astuple(self)))
         return Message(
             topology.INTERNAL_EXCHANGE, topology.jobs_key(self.app_id), body, message_id=self.job_id
         )
 
     @classmethod
-    def decode(cls, body: bytes) -> JobMessage:
-        return cls(*msgpack.unpackb(body))
+    def decode(cls, body: bytes, seal: Seal = _PLAIN) -> JobMessage:
+        return cls(*msgpack.unpackb(seal.open(body)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,15 +71,15 @@ class OutcomeMessage:
 
     job_id: str
 
-    def to_message(self) -> Message:
-        body = msgpack.packb([self.job_id])
+    def to_message(self, seal: Seal = _PLAIN) -> Message:
+        body = seal.close(msgpack.packb([self.job_id]))
         return Message(
             topology.INTERNAL_EXCHANGE, topology.OUTCOMES_KEY, body, message_id=self.job_id
         )
 
     @classmethod
-    def decode(cls, body: bytes) -> OutcomeMessage:
-        return cls(*msgpack.unpackb(body))
+    def decode(cls, body: bytes, seal: Seal = _PLAIN) -> OutcomeMessage:
+        return cls(*msgpack.unpackb(seal.open(body)))
 
 
 def event_message(record: dict[str, Any]) -> Message:

@@ -11,7 +11,15 @@ from typing import Any
 from tideflow import errors
 from tideflow._ids import new_id
 from tideflow._settings import Settings
-from tideflow.broker import Broker, Delivery, JobMessage, OutcomeMessage, publish_events, topology
+from tideflow.broker import (
+    Broker,
+    Delivery,
+    JobMessage,
+    OutcomeMessage,
+    Seal,
+    publish_events,
+    topology,
+)
 from tideflow.store import Store
 from tideflow.store import models as m
 
@@ -32,8 +40,9 @@ class Dispatcher:
     """Publishes what committed changes ask for: step jobs to their app's queue, events to the
     exchange. A lost publish is recovered by the sweeper, so failures here are only logged."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, seal: Seal) -> None:
         self._broker = broker
+        self._seal = seal
         self._declared: set[str] = set()
 
     async def publish(self, applied: m.Applied) -> None:
@@ -46,7 +55,7 @@ class Dispatcher:
                 )
                 self._declared.add(app_id)
             messages = [
-                JobMessage(j.job_id, j.run_id, j.function_id, j.app_id).to_message()
+                JobMessage(j.job_id, j.run_id, j.function_id, j.app_id).to_message(self._seal)
                 for j in applied.jobs
             ]
             if messages:
@@ -78,7 +87,8 @@ class Scheduler:
         self._poll_s = poll_s
         self._registry_refresh_s = registry_refresh_s
         self._registry = Registry()
-        self._dispatcher = Dispatcher(broker)
+        self._seal = Seal(settings.signing_key)
+        self._dispatcher = Dispatcher(broker, self._seal)
         self._owner = f"scheduler-{new_id()}"
         self._rng = random.Random()
         self._timer_wakeup = asyncio.Event()
@@ -193,8 +203,8 @@ class Scheduler:
         job_ids = []
         for delivery in list(batch):
             try:
-                job_ids.append(OutcomeMessage.decode(delivery.body).job_id)
-            except (ValueError, TypeError) as exc:
+                job_ids.append(OutcomeMessage.decode(delivery.body, self._seal).job_id)
+            except (ValueError, TypeError, errors.SignatureError) as exc:
                 batch.remove(delivery)
                 await delivery.dead_letter(f"not an outcome message: {exc}")
         await self.process_outcomes(job_ids)

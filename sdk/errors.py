@@ -57,6 +57,10 @@ class BrokerConnectionError(BrokerError):
     """The broker cannot be reached."""
 
 
+class SignatureError(BrokerError):
+    """An internal message is not signed with `TIDEFLOW_SIGNING_KEY`."""
+
+
 class SendError(TideflowError):
     """`Client.send` could not hand the events over."""
 

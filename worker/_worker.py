@@ -10,7 +10,15 @@ from tideflow import _function as fn
 from tideflow import errors
 from tideflow._ids import new_id
 from tideflow._settings import Settings
-from tideflow.broker import Broker, Delivery, JobMessage, OutcomeMessage, publish_events, topology
+from tideflow.broker import (
+    Broker,
+    Delivery,
+    JobMessage,
+    OutcomeMessage,
+    Seal,
+    publish_events,
+    topology,
+)
 from tideflow.store import Store
 from tideflow.store import models as m
 
@@ -47,6 +55,7 @@ class Worker:
         self._concurrency = concurrency
         self._clock = clock
         self._owner = f"worker-{new_id()}"
+        self._seal = Seal(settings.signing_key)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def now_ms(self) -> int:
@@ -104,8 +113,8 @@ class Worker:
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
-            message = JobMessage.decode(delivery.body)
-        except (ValueError, TypeError) as exc:
+            message = JobMessage.decode(delivery.body, self._seal)
+        except (ValueError, TypeError, errors.SignatureError) as exc:
             await delivery.dead_letter(f"not a job message: {exc}")
             return
         try:
@@ -155,7 +164,7 @@ class Worker:
         try:
             if result.events:
                 await publish_events(self._broker, [event.wire() for event in result.events])
-            await self._broker.publish([OutcomeMessage(message.job_id).to_message()])
+            await self._broker.publish([OutcomeMessage(message.job_id).to_message(self._seal)])
         except errors.BrokerError as exc:
             logger.warning("could not report job %s (%s); the sweeper will", message.job_id, exc)
 

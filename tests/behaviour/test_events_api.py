@@ -244,3 +244,21 @@ async def test_many_runs_complete(client: tideflow.Client, engine_for: EngineFac
             outputs.append((await engine.wait_for_run(run["run_id"]))["output"])
 
     assert outputs == [n + 1 for n in range(100)]
+
+
+async def test_a_step_output_over_4_mib_fails_the_step_with_the_limit(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
+    @client.create_function(fn_id="huge", trigger=tideflow.TriggerEvent(event="t/huge"))
+    async def huge(ctx: tideflow.Context) -> str:
+        try:
+            await ctx.step.run("blob", lambda: "x" * (4 * 1024 * 1024 + 1))
+        except tideflow.StepError as exc:
+            return exc.message
+        return "no error"
+
+    async with engine_for(client) as engine:
+        result = await engine.finish({"name": "t/huge"})
+
+    assert result.status == "Completed"
+    assert result.output == "step 'blob' output is 4194307 bytes; the limit is 4194304 (4 MiB)"
