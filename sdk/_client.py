@@ -128,7 +128,8 @@ class Client:
         elif self.broker_url.startswith("amqp"):
             await self._publish(records)
         else:
-            await self._post(records)
+            # The API gives events ids of its own.
+            return await self._post([_without_id(record) for record in records])
         return [record["internal_id"] for record in records]
 
     def send_sync(
@@ -152,7 +153,7 @@ class Client:
             raise failure[0]
         return result[0]
 
-    async def _post(self, records: list[dict[str, Any]]) -> None:
+    async def _post(self, records: list[dict[str, Any]]) -> list[str]:
         url = f"{self.settings.api_url}/e/{self.event_key or 'dev'}"
         try:
             async with httpx.AsyncClient(timeout=_SEND_TIMEOUT_S) as http:
@@ -161,6 +162,8 @@ class Client:
             raise errors.SendError(f"could not reach {url}: {exc}") from exc
         if response.status_code != 200:
             raise errors.SendError(f"{url} answered {response.status_code}: {response.text}")
+        ids: list[str] = response.json()["ids"]
+        return ids
 
     async def _publish(self, records: list[dict[str, Any]]) -> None:
         from tideflow.broker import create_broker, publish_events
@@ -172,3 +175,7 @@ class Client:
     def attach_sender(self, hook: Callable[[list[dict[str, Any]]], Any] | None) -> None:
         """Used by an engine in this process so `send` hands events over without HTTP."""
         self._send_hook = hook
+
+
+def _without_id(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key != "internal_id"}

@@ -63,6 +63,10 @@ class Settings:
             level=self.log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        # Every request of `tideflow send` and of the API's clients is not news.
+        logging.getLogger("httpx").setLevel(
+            max(logging.WARNING, logging.getLevelName(self.log_level))
+        )
 
 
 def _number(env: Mapping[str, str], name: str, default: _N, kind: Callable[[str], _N]) -> _N:
