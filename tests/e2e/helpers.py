@@ -50,12 +50,19 @@ def eventually(
 
 
 class Process:
-    """A `tideflow` subcommand running in `cwd`, its output in a log file."""
+    """A `tideflow` subcommand running in `cwd`, its output in a log file (in `log_dir`, by
+    default `cwd`)."""
 
     def __init__(
-        self, args: list[str], *, cwd: pathlib.Path, env: dict[str, str], name: str
+        self,
+        args: list[str],
+        *,
+        cwd: pathlib.Path,
+        env: dict[str, str],
+        name: str,
+        log_dir: pathlib.Path | None = None,
     ) -> None:
-        self.log_path = cwd / f"{name}.log"
+        self.log_path = (log_dir or cwd) / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             [TIDEFLOW, *args],
@@ -87,9 +94,14 @@ class Process:
 
 @contextlib.contextmanager
 def running(
-    args: list[str], *, cwd: pathlib.Path, env: dict[str, str], name: str
+    args: list[str],
+    *,
+    cwd: pathlib.Path,
+    env: dict[str, str],
+    name: str,
+    log_dir: pathlib.Path | None = None,
 ) -> Iterator[Process]:
-    process = Process(args, cwd=cwd, env=env, name=name)
+    process = Process(args, cwd=cwd, env=env, name=name, log_dir=log_dir)
     try:
         yield process
     finally:
