@@ -19,7 +19,11 @@ def test_send_posts_an_event_that_starts_a_run_of_the_dev_engine(tmp_path: pathl
     }
     with (
         running(
-            ["dev", "examples.shop:client", "--port", str(port)], cwd=ROOT, env=env, name="dev"
+            ["dev", "examples.shop:client", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            name="dev",
+            log_dir=tmp_path,
         ),
         Api(port) as api,
     ):
