@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -37,6 +37,8 @@ class Engine:
         app: a `Client` (all its functions) or a list of `Function`s.
         environ: `TIDEFLOW_*` settings; defaults suit tests (fast retries, short leases).
         run_worker: False to run no worker, e.g. to let a test start workers of its own.
+        clock: the engine's time in seconds since the epoch, e.g. shifted to just before a
+            cron tick.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class Engine:
         *,
         environ: Mapping[str, str] | None = None,
         run_worker: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         defaults = {
             "TIDEFLOW_DATABASE_URL": "sqlite://:memory:",
@@ -59,6 +62,7 @@ class Engine:
             else [companion for function in app for companion in function.with_companions()]
         )
         self._run_worker = run_worker
+        self._clock = clock
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.http: httpx.AsyncClient
@@ -79,7 +83,11 @@ class Engine:
         for client in self._clients:
             client.attach_sender(self.api.ingest)
         self.scheduler = Scheduler(
-            store=self.store, broker=self.broker, settings=self.settings, poll_s=0.05
+            store=self.store,
+            broker=self.broker,
+            settings=self.settings,
+            poll_s=0.05,
+            clock=self._clock,
         )
         if self._run_worker:
             worker = Worker(
@@ -87,6 +95,7 @@ class Engine:
                 broker=self.broker,
                 settings=self.settings,
                 functions=self.functions,
+                clock=self._clock,
             )
             await worker.register()
             self._tasks.append(
