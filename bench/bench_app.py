@@ -1,0 +1,27 @@
+"""The tideflow app the benchmark's worker runs: `tideflow worker bench_app:client`."""
+
+from __future__ import annotations
+
+import tideflow
+
+client = tideflow.Client(app_id="bench")
+
+ONE_EVENT = "bench/one"
+TEN_EVENT = "bench/ten"
+
+
+def noop() -> None:
+    return None
+
+
+@client.create_function(fn_id="one", trigger=tideflow.TriggerEvent(event=ONE_EVENT))
+async def one(ctx: tideflow.Context) -> int:
+    await ctx.step.run("s0", noop)
+    return 1
+
+
+@client.create_function(fn_id="ten", trigger=tideflow.TriggerEvent(event=TEN_EVENT))
+async def ten(ctx: tideflow.Context) -> int:
+    for i in range(10):
+        await ctx.step.run(f"s{i}", noop)
+    return 10
