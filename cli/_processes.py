@@ -147,9 +147,15 @@ async def run_worker(
 
 
 async def run_migrate(settings: Settings) -> None:
+    """Creates or upgrades the schema, and declares the broker's exchanges and queues, so that
+    events published before any other process starts are kept."""
     store = create_store(settings.database_url)
     await _retry("database", store.open)
     try:
         await store.migrate()
     finally:
         await store.close()
+    broker = create_broker(settings.broker_url)
+    if broker.is_durable:
+        await _retry("broker", broker.connect)
+        await broker.close()

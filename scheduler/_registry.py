@@ -19,11 +19,13 @@ class EventTrigger:
     event: str
     expression: Expression | None
 
-    def matches(self, name: str, payload: dict[str, Any]) -> bool:
+    def names(self, name: str) -> bool:
         if self.event.endswith("*"):
-            if not name.startswith(self.event[:-1]):
-                return False
-        elif name != self.event:
+            return name.startswith(self.event[:-1])
+        return name == self.event
+
+    def matches(self, name: str, payload: dict[str, Any]) -> bool:
+        if not self.names(name):
             return False
         return self.expression is None or self.expression.matches({"event": payload})
 
@@ -59,6 +61,12 @@ class Registry:
 
     def get(self, function_id: str) -> FunctionSpec | None:
         return self._functions.get(function_id)
+
+    def knows_event(self, name: str) -> bool:
+        """Whether any trigger names events of this name (expressions aside)."""
+        return any(
+            trigger.names(name) for spec in self._functions.values() for trigger in spec.triggers
+        )
 
     def matching(self, name: str, payload: dict[str, Any]) -> list[FunctionSpec]:
         return [

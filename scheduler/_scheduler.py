@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 256
 _STORE_RETRY_S = 0.5
+_UNKNOWN_EVENT_REFRESH_S = 0.25
 
 
 class Dispatcher:
@@ -92,6 +93,7 @@ class Scheduler:
         self._owner = f"scheduler-{new_id()}"
         self._rng = random.Random()
         self._timer_wakeup = asyncio.Event()
+        self._registry_checked = 0.0
         self._sweep_s = min(max(settings.lease_s / 3, 0.5), 5.0)
 
     def now_ms(self) -> int:
@@ -191,11 +193,22 @@ class Scheduler:
         # One order everywhere (ids sort by time), so that two transactions over the same
         # events (a consumer and a sweep) wait for each other instead of deadlocking.
         records = sorted(records, key=lambda record: record.internal_id)
+        await self._refresh_if_unknown(records)
         waits = await self._store.waits_for_events([record.name for record in records])
         plans = [(record, planning.plan_event(record, self._registry, waits)) for record in records]
         applied = await self._store.process_events(plans, self.now_ms())
         _metrics.EVENTS.inc(len(records))
         await self._dispatcher.publish(applied)
+
+    async def _refresh_if_unknown(self, records: Sequence[m.EventRecord]) -> None:
+        # A function registered since the last periodic refresh should not miss its first
+        # events; refreshing on every unknown event would cost a query each, hence the pause.
+        if time.monotonic() - self._registry_checked < _UNKNOWN_EVENT_REFRESH_S:
+            return
+        unknown = (r for r in records if r.target is None and not r.name.startswith("tideflow/"))
+        if any(not self._registry.knows_event(record.name) for record in unknown):
+            self._registry_checked = time.monotonic()
+            await self._registry.refresh(self._store)
 
     # Outcomes
 

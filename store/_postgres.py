@@ -174,5 +174,11 @@ class PostgresStore(SqlStore):
         if self._pool is None:
             raise errors.LifecycleError("the PostgreSQL store is not open")
         with _translated("transaction"):
-            async with self._pool.connection() as connection, connection.transaction():
-                yield _PostgresTx(self.queries, connection)
+            async with self._pool.connection() as connection:
+                try:
+                    async with connection.transaction():
+                        yield _PostgresTx(self.queries, connection)
+                except BaseException:
+                    _metrics.TRANSACTIONS.labels("postgres", "rollback").inc()
+                    raise
+                _metrics.TRANSACTIONS.labels("postgres", "commit").inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import subprocess
@@ -68,3 +69,35 @@ def test_commands_report_bad_input_without_a_traceback(tmp_path: pathlib.Path) -
     assert "cannot import 'no_such_module'" in bad_app.stderr
     assert "is neither sqlite:/// nor postgresql://" in bad_url.stderr
     assert "Traceback" not in bad_app.stderr + bad_url.stderr
+
+
+async def test_migrate_declares_the_broker_topology_so_early_events_are_kept(
+    postgres_url: str, rabbitmq_url: str
+) -> None:
+    import aio_pika
+
+    env = {**os.environ, "TIDEFLOW_DATABASE_URL": postgres_url, "TIDEFLOW_BROKER_URL": rabbitmq_url}
+    for _ in range(2):  # idempotent
+        migrated = await asyncio.to_thread(
+            subprocess.run,
+            [TIDEFLOW, "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert migrated.returncode == 0, migrated.stderr
+
+    connection = await aio_pika.connect_robust(rabbitmq_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange("tideflow.events")
+        # mandatory: an event no queue would take is returned as an error, not dropped
+        await exchange.publish(
+            aio_pika.Message(b'{"name": "early/bird"}'), routing_key="early/bird", mandatory=True
+        )
+        queue = await channel.get_queue("tideflow.scheduler.events")
+        message = await queue.get(timeout=5)
+
+    assert message is not None
+    assert message.body == b'{"name": "early/bird"}'
