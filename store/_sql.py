@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from tideflow._ids import new_id
 
+from . import _codec as codec
 from . import _models as m
 from ._base import Store
 
@@ -22,14 +21,6 @@ class Tx(Protocol):
     async def fetch(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]: ...
 
     async def execute(self, query: str, params: Mapping[str, Any]) -> int: ...
-
-
-def dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
-def loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 class SqlStore(Store, abc.ABC):
@@ -55,7 +46,7 @@ class SqlStore(Store, abc.ABC):
                     {
                         "function_id": config["function_id"],
                         "app_id": app_id,
-                        "config": dumps(config),
+                        "config": codec.dumps(config),
                         "now": now,
                     },
                 )
@@ -63,14 +54,14 @@ class SqlStore(Store, abc.ABC):
     async def list_functions(self) -> list[dict[str, Any]]:
         async with self._autocommit() as tx:
             rows = await tx.fetch("select_functions", {})
-        return [loads(row["config"]) for row in rows]
+        return [codec.loads(row["config"]) for row in rows]
 
     # Events
 
     async def insert_events(self, events: Sequence[m.EventRecord]) -> None:
         async with self._transaction() as tx:
             for event in events:
-                await tx.execute("insert_event", _event_params(event))
+                await tx.execute("insert_event", codec.event_params(event))
 
     async def process_events(
         self, batch: Sequence[tuple[m.EventRecord, Sequence[m.Change]]], now: int
@@ -80,7 +71,7 @@ class SqlStore(Store, abc.ABC):
             for event, changes in batch:
                 # Stored, or found unprocessed, and marked processed at once: the row lock
                 # makes a concurrent processor of the same event wait, then find nothing to do.
-                if not await tx.fetch("claim_event", _event_params(event)):
+                if not await tx.fetch("claim_event", codec.event_params(event)):
                     continue
                 if await self._is_duplicate(tx, event, now):
                     await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
@@ -105,7 +96,7 @@ class SqlStore(Store, abc.ABC):
             rows = await tx.fetch(
                 "select_unprocessed_events", {"before": received_before, "limit": limit}
             )
-        return [_event(row) for row in rows]
+        return [codec.event(row) for row in rows]
 
     async def list_events(self, name: str | None, limit: int) -> list[m.EventRecord]:
         async with self._autocommit() as tx:
@@ -113,14 +104,14 @@ class SqlStore(Store, abc.ABC):
                 rows = await tx.fetch("select_events", {"limit": limit})
             else:
                 rows = await tx.fetch("select_events_named", {"name": name, "limit": limit})
-        return [_event(row) for row in rows]
+        return [codec.event(row) for row in rows]
 
     async def waits_for_events(self, names: Sequence[str]) -> list[m.WaitRecord]:
         waits: list[m.WaitRecord] = []
         async with self._autocommit() as tx:
             for name in sorted(set(names)):
                 rows = await tx.fetch("select_waits_for_event", {"event_name": name})
-                waits.extend(_wait(row) for row in rows)
+                waits.extend(codec.wait(row) for row in rows)
         return waits
 
     # Worker side
@@ -150,7 +141,7 @@ class SqlStore(Store, abc.ABC):
             job_id, row["run_id"], row["function_id"], row["app_id"], row["job_attempt"]
         )
         return m.RunState(
-            run=_run(row), steps={step["hash"]: _step(step) for step in steps}, job=job
+            run=codec.run(row), steps={step["hash"]: codec.step(step) for step in steps}, job=job
         )
 
     async def renew_lease(self, job_id: str, owner: str, lease_until: int) -> bool:
@@ -173,9 +164,9 @@ class SqlStore(Store, abc.ABC):
         params = {
             "job_id": job_id,
             "owner": owner,
-            "outcome": dumps(outcome),
+            "outcome": codec.dumps(outcome),
             "now": now,
-            "steps": dumps([_step_params("", step) for step in _folded(steps)]),
+            "steps": codec.dumps([codec.step_params("", step) for step in codec.folded(steps)]),
         }
         # One statement records the outcome and the steps, so without events to store as
         # well it needs no transaction around it.
@@ -184,7 +175,7 @@ class SqlStore(Store, abc.ABC):
             if not await tx.fetch("finish_job", params):
                 return False
             for event in events:
-                await tx.execute("insert_event", _event_params(event))
+                await tx.execute("insert_event", codec.event_params(event))
         return True
 
     # Scheduler side
@@ -198,8 +189,8 @@ class SqlStore(Store, abc.ABC):
                 m.JobRecord(
                     job_id, row["run_id"], row["function_id"], row["app_id"], row["job_attempt"]
                 ),
-                _run(row),
-                loads(row["outcome"]),
+                codec.run(row),
+                codec.loads(row["outcome"]),
             )
             for job_id in job_ids
             if (row := by_id.get(job_id)) is not None
@@ -227,7 +218,7 @@ class SqlStore(Store, abc.ABC):
             rows = await tx.fetch(
                 "republish_stale_jobs", {"now": now, "before": published_before, "limit": limit}
             )
-        return [_job(row) for row in rows]
+        return [codec.job(row) for row in rows]
 
     # Timers
 
@@ -238,7 +229,7 @@ class SqlStore(Store, abc.ABC):
             rows = await tx.fetch(
                 "claim_timers", {"owner": owner, "now": now, "until": claim_until, "limit": limit}
             )
-        return sorted((_timer(row) for row in rows), key=lambda timer: timer.due_at)
+        return sorted((codec.timer(row) for row in rows), key=lambda timer: timer.due_at)
 
     async def fire_timer(
         self, timer: m.TimerRecord, owner: str, changes: Sequence[m.Change], now: int
@@ -253,7 +244,7 @@ class SqlStore(Store, abc.ABC):
     async def add_timers(self, timers: Sequence[m.TimerRecord]) -> None:
         async with self._transaction() as tx:
             for timer in timers:
-                await tx.execute("insert_timer", _timer_params(timer))
+                await tx.execute("insert_timer", codec.timer_params(timer))
 
     async def next_timer_due(self) -> int | None:
         async with self._autocommit() as tx:
@@ -265,17 +256,17 @@ class SqlStore(Store, abc.ABC):
     async def get_run(self, run_id: str) -> m.RunRecord | None:
         async with self._autocommit() as tx:
             rows = await tx.fetch("select_run", {"run_id": run_id})
-        return _run(rows[0]) if rows else None
+        return codec.run(rows[0]) if rows else None
 
     async def runs_for_event(self, event_id: str) -> list[m.RunRecord]:
         async with self._autocommit() as tx:
             rows = await tx.fetch("select_runs_for_event", {"event_id": event_id})
-        return [_run(row) for row in rows]
+        return [codec.run(row) for row in rows]
 
     async def run_steps(self, run_id: str) -> list[m.StepRecord]:
         async with self._autocommit() as tx:
             rows = await tx.fetch("select_steps", {"run_id": run_id})
-        return [_step(row) for row in rows]
+        return [codec.step(row) for row in rows]
 
     async def cancel_run(
         self, run_id: str, events: Sequence[m.EventRecord], now: int
@@ -285,7 +276,7 @@ class SqlStore(Store, abc.ABC):
                 tx, [m.FinishRun(run_id, m.CANCELLED, error=None), m.AddEvents(list(events))], now
             )
             rows = await tx.fetch("select_run", {"run_id": run_id})
-        return (_run(rows[0]) if rows else None), applied
+        return (codec.run(rows[0]) if rows else None), applied
 
     async def resolve_signal(
         self, signal: str, data: Any, now: int
@@ -319,18 +310,18 @@ class SqlStore(Store, abc.ABC):
                 case m.AddEvents():
                     await self._add_events(tx, change, applied)
                 case m.AddTimer():
-                    await tx.execute("insert_timer", _timer_params(change.timer))
+                    await tx.execute("insert_timer", codec.timer_params(change.timer))
         return applied
 
     async def _add_events(self, tx: Tx, change: m.AddEvents, applied: m.Applied) -> None:
         for event in change.events:
             if not change.quiet:
-                await tx.execute("insert_event", _event_params(event))
+                await tx.execute("insert_event", codec.event_params(event))
                 applied.events.append(event)
                 continue
             # No function triggers on it: it needs no trip through the scheduler, unless a run
             # waits for an event of its name (then it is stored unprocessed).
-            rows = await tx.fetch("insert_quiet_event", _event_params(event))
+            rows = await tx.fetch("insert_quiet_event", codec.event_params(event))
             if rows and not rows[0]["processed"]:
                 applied.events.append(event)
 
@@ -340,13 +331,13 @@ class SqlStore(Store, abc.ABC):
             "function_id": change.function_id,
             "app_id": change.app_id,
             "event_id": change.event_id,
-            "events": dumps(change.events),
-            "parent": dumps(change.parent),
+            "events": codec.dumps(change.events),
+            "parent": codec.dumps(change.parent),
             "now": now,
         }
         # One statement: the run, and its first job only if the run is new.
         rows = await tx.fetch("insert_run", {**params, "job_id": new_id(now)})
-        applied.jobs.extend(_job(row) for row in rows)
+        applied.jobs.extend(codec.job(row) for row in rows)
 
     async def _dispatch(
         self, tx: Tx, run_id: str, attempt: int, now: int, applied: m.Applied
@@ -356,7 +347,7 @@ class SqlStore(Store, abc.ABC):
             "insert_job_if_idle",
             {"job_id": job_id, "run_id": run_id, "attempt": attempt, "now": now},
         )
-        applied.jobs.extend(_job(row) for row in rows)
+        applied.jobs.extend(codec.job(row) for row in rows)
 
     async def _resolve_step(
         self, tx: Tx, change: m.ResolveStep, now: int, applied: m.Applied
@@ -374,8 +365,8 @@ class SqlStore(Store, abc.ABC):
                 "run_id": change.run_id,
                 "hash": change.step_hash,
                 "status": status,
-                "output": dumps(change.output),
-                "error": dumps(change.error),
+                "output": codec.dumps(change.output),
+                "error": codec.dumps(change.error),
                 "now": now,
             },
         )
@@ -385,10 +376,12 @@ class SqlStore(Store, abc.ABC):
         await self._dispatch(tx, change.run_id, 0, now, applied)
 
     async def _add_wait(self, tx: Tx, change: m.AddWait, now: int, applied: m.Applied) -> None:
-        if not await tx.execute("insert_step_if_absent", _step_params(change.run_id, change.step)):
+        if not await tx.execute(
+            "insert_step_if_absent", codec.step_params(change.run_id, change.step)
+        ):
             return
         if change.wait is not None and not await tx.execute(
-            "insert_wait", _wait_params(change.wait)
+            "insert_wait", codec.wait_params(change.wait)
         ):
             error = {
                 "name": "SignalTakenError",
@@ -401,36 +394,36 @@ class SqlStore(Store, abc.ABC):
             await self._resolve_step(tx, resolve, now, applied)
             return
         if change.timer is not None:
-            await tx.execute("insert_timer", _timer_params(change.timer))
+            await tx.execute("insert_timer", codec.timer_params(change.timer))
         for event in change.events:
-            await tx.execute("insert_event", _event_params(event))
+            await tx.execute("insert_event", codec.event_params(event))
         applied.events.extend(change.events)
 
     async def _schedule_retry(self, tx: Tx, change: m.ScheduleRetry) -> None:
         step = change.step
         if step is not None and not await tx.execute(
-            "record_failed_attempt", _step_params(change.run_id, step)
+            "record_failed_attempt", codec.step_params(change.run_id, step)
         ):
             return
         if change.run_attempt is not None:
             await tx.execute(
                 "set_run_attempt", {"run_id": change.run_id, "attempt": change.run_attempt}
             )
-        await tx.execute("insert_timer", _timer_params(change.timer))
+        await tx.execute("insert_timer", codec.timer_params(change.timer))
 
     async def _finish_run(self, tx: Tx, change: m.FinishRun, now: int, applied: m.Applied) -> None:
         params = {
             "run_id": change.run_id,
             "status": change.status,
-            "output": dumps(change.output),
-            "error": dumps(change.error),
+            "output": codec.dumps(change.output),
+            "error": codec.dumps(change.error),
             "now": now,
         }
         rows = await tx.fetch("finish_run", params)
         if not rows:
             applied.done = False
             return
-        parent = loads(rows[0]["parent"])
+        parent = codec.loads(rows[0]["parent"])
         if parent:
             resolve = m.ResolveStep(parent["run_id"], parent["step_hash"])
             if change.status == m.COMPLETED:
@@ -442,144 +435,3 @@ class SqlStore(Store, abc.ABC):
                     "stack": None,
                 }
             await self._resolve_step(tx, resolve, now, applied)
-
-
-def _event_params(event: m.EventRecord) -> dict[str, Any]:
-    return {
-        "internal_id": event.internal_id,
-        "id": event.id,
-        "name": event.name,
-        "data": dumps(event.data),
-        "ts": event.ts,
-        "user_data": dumps(event.user),
-        "v": event.v,
-        "target": dumps(event.target),
-        "received_at": event.received_at,
-    }
-
-
-def _step_params(run_id: str, step: m.StepRecord) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "hash": step.hash,
-        "name": step.name,
-        "op": step.op,
-        "status": step.status,
-        "attempt": step.attempt,
-        "output": dumps(step.output),
-        "error": dumps(step.error),
-        "started_at": step.started_at,
-        "ended_at": step.ended_at,
-    }
-
-
-def _wait_params(wait: m.WaitRecord) -> dict[str, Any]:
-    return {
-        "run_id": wait.run_id,
-        "step_hash": wait.step_hash,
-        "kind": wait.kind,
-        "event_name": wait.event_name,
-        "if_exp": wait.if_exp,
-        "signal": wait.signal,
-        "run_event": dumps(wait.run_event),
-    }
-
-
-def _timer_params(timer: m.TimerRecord) -> dict[str, Any]:
-    return {
-        "timer_id": timer.timer_id,
-        "kind": timer.kind,
-        "run_id": timer.run_id,
-        "step_hash": timer.step_hash,
-        "due_at": timer.due_at,
-        "payload": dumps(timer.payload),
-    }
-
-
-def _event(row: Mapping[str, Any]) -> m.EventRecord:
-    return m.EventRecord(
-        internal_id=row["internal_id"],
-        id=row["id"],
-        name=row["name"],
-        data=loads(row["data"]),
-        ts=row["ts"],
-        user=loads(row["user_data"]),
-        v=row["v"],
-        target=loads(row["target"]),
-        received_at=row["received_at"],
-    )
-
-
-def _run(row: Mapping[str, Any]) -> m.RunRecord:
-    return m.RunRecord(
-        run_id=row["run_id"],
-        function_id=row["function_id"],
-        app_id=row["app_id"],
-        event_id=row["event_id"],
-        status=row["status"],
-        events=loads(row["events"]),
-        queued_at=row["queued_at"],
-        output=loads(row["output"]),
-        error=loads(row["error"]),
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        attempt=row["attempt"],
-        parent=loads(row["parent"]),
-    )
-
-
-def _step(row: Mapping[str, Any]) -> m.StepRecord:
-    return m.StepRecord(
-        hash=row["hash"],
-        name=row["name"],
-        op=row["op"],
-        status=row["status"],
-        attempt=row["attempt"],
-        output=loads(row["output"]),
-        error=loads(row["error"]),
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-    )
-
-
-def _job(row: Mapping[str, Any]) -> m.JobRecord:
-    return m.JobRecord(
-        row["job_id"], row["run_id"], row["function_id"], row["app_id"], row["attempt"]
-    )
-
-
-def _wait(row: Mapping[str, Any]) -> m.WaitRecord:
-    return m.WaitRecord(
-        run_id=row["run_id"],
-        step_hash=row["step_hash"],
-        kind=row["kind"],
-        event_name=row["event_name"],
-        if_exp=row["if_exp"],
-        signal=row["signal"],
-        run_event=loads(row["run_event"]),
-    )
-
-
-def _timer(row: Mapping[str, Any]) -> m.TimerRecord:
-    return m.TimerRecord(
-        timer_id=row["timer_id"],
-        kind=row["kind"],
-        run_id=row["run_id"],
-        step_hash=row["step_hash"],
-        due_at=row["due_at"],
-        payload=loads(row["payload"]) or {},
-    )
-
-
-def _folded(steps: Sequence[m.StepRecord]) -> list[m.StepRecord]:
-    """One record per step, as recording them one after another would leave it: the first
-    final (Completed or Failed) record wins, and the first start time is kept."""
-    by_hash: dict[str, m.StepRecord] = {}
-    for step in steps:
-        seen = by_hash.get(step.hash)
-        if seen is None:
-            by_hash[step.hash] = step
-        elif seen.status not in (m.COMPLETED, m.FAILED):
-            started = seen.started_at if seen.started_at is not None else step.started_at
-            by_hash[step.hash] = dataclasses.replace(step, started_at=started)
-    return list(by_hash.values())

@@ -1,0 +1,159 @@
+"""Between store records and table rows: query parameters out, records in."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import _models as m
+
+
+def dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def event_params(event: m.EventRecord) -> dict[str, Any]:
+    return {
+        "internal_id": event.internal_id,
+        "id": event.id,
+        "name": event.name,
+        "data": dumps(event.data),
+        "ts": event.ts,
+        "user_data": dumps(event.user),
+        "v": event.v,
+        "target": dumps(event.target),
+        "received_at": event.received_at,
+    }
+
+
+def step_params(run_id: str, step: m.StepRecord) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "hash": step.hash,
+        "name": step.name,
+        "op": step.op,
+        "status": step.status,
+        "attempt": step.attempt,
+        "output": dumps(step.output),
+        "error": dumps(step.error),
+        "started_at": step.started_at,
+        "ended_at": step.ended_at,
+    }
+
+
+def wait_params(wait: m.WaitRecord) -> dict[str, Any]:
+    return {
+        "run_id": wait.run_id,
+        "step_hash": wait.step_hash,
+        "kind": wait.kind,
+        "event_name": wait.event_name,
+        "if_exp": wait.if_exp,
+        "signal": wait.signal,
+        "run_event": dumps(wait.run_event),
+    }
+
+
+def timer_params(timer: m.TimerRecord) -> dict[str, Any]:
+    return {
+        "timer_id": timer.timer_id,
+        "kind": timer.kind,
+        "run_id": timer.run_id,
+        "step_hash": timer.step_hash,
+        "due_at": timer.due_at,
+        "payload": dumps(timer.payload),
+    }
+
+
+def event(row: Mapping[str, Any]) -> m.EventRecord:
+    return m.EventRecord(
+        internal_id=row["internal_id"],
+        id=row["id"],
+        name=row["name"],
+        data=loads(row["data"]),
+        ts=row["ts"],
+        user=loads(row["user_data"]),
+        v=row["v"],
+        target=loads(row["target"]),
+        received_at=row["received_at"],
+    )
+
+
+def run(row: Mapping[str, Any]) -> m.RunRecord:
+    return m.RunRecord(
+        run_id=row["run_id"],
+        function_id=row["function_id"],
+        app_id=row["app_id"],
+        event_id=row["event_id"],
+        status=row["status"],
+        events=loads(row["events"]),
+        queued_at=row["queued_at"],
+        output=loads(row["output"]),
+        error=loads(row["error"]),
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        attempt=row["attempt"],
+        parent=loads(row["parent"]),
+    )
+
+
+def step(row: Mapping[str, Any]) -> m.StepRecord:
+    return m.StepRecord(
+        hash=row["hash"],
+        name=row["name"],
+        op=row["op"],
+        status=row["status"],
+        attempt=row["attempt"],
+        output=loads(row["output"]),
+        error=loads(row["error"]),
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+    )
+
+
+def job(row: Mapping[str, Any]) -> m.JobRecord:
+    return m.JobRecord(
+        row["job_id"], row["run_id"], row["function_id"], row["app_id"], row["attempt"]
+    )
+
+
+def wait(row: Mapping[str, Any]) -> m.WaitRecord:
+    return m.WaitRecord(
+        run_id=row["run_id"],
+        step_hash=row["step_hash"],
+        kind=row["kind"],
+        event_name=row["event_name"],
+        if_exp=row["if_exp"],
+        signal=row["signal"],
+        run_event=loads(row["run_event"]),
+    )
+
+
+def timer(row: Mapping[str, Any]) -> m.TimerRecord:
+    return m.TimerRecord(
+        timer_id=row["timer_id"],
+        kind=row["kind"],
+        run_id=row["run_id"],
+        step_hash=row["step_hash"],
+        due_at=row["due_at"],
+        payload=loads(row["payload"]) or {},
+    )
+
+
+def folded(steps: Sequence[m.StepRecord]) -> list[m.StepRecord]:
+    """One record per step, as recording them one after another would leave it: the first
+    final (Completed or Failed) record wins, and the first start time is kept."""
+    by_hash: dict[str, m.StepRecord] = {}
+    for step in steps:
+        seen = by_hash.get(step.hash)
+        if seen is None:
+            by_hash[step.hash] = step
+        elif seen.status not in (m.COMPLETED, m.FAILED):
+            started = seen.started_at if seen.started_at is not None else step.started_at
+            by_hash[step.hash] = dataclasses.replace(step, started_at=started)
+    return list(by_hash.values())
