@@ -352,12 +352,12 @@ class SqlStore(Store, abc.ABC):
     async def _resolve_step(
         self, tx: Tx, change: m.ResolveStep, now: int, applied: m.Applied
     ) -> None:
-        if change.require_wait:
-            gone = await tx.fetch(
-                "delete_wait", {"run_id": change.run_id, "step_hash": change.step_hash}
-            )
-            if not gone:
-                return
+        step = {"run_id": change.run_id, "step_hash": change.step_hash}
+        # Timer before wait: the order in which a firing timeout locks them, so that a timeout
+        # and its event arriving together wait for each other instead of deadlocking.
+        await tx.execute("delete_step_timers", step)
+        if change.require_wait and not await tx.fetch("delete_wait", step):
+            return
         status = m.FAILED if change.error is not None else m.COMPLETED
         await tx.execute(
             "complete_waiting_step",
@@ -369,9 +369,6 @@ class SqlStore(Store, abc.ABC):
                 "error": codec.dumps(change.error),
                 "now": now,
             },
-        )
-        await tx.execute(
-            "delete_step_timers", {"run_id": change.run_id, "step_hash": change.step_hash}
         )
         await self._dispatch(tx, change.run_id, 0, now, applied)
 
