@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import errors
 from ._client import Client
-from ._context import Context, Group, Step, SyncGroup, SyncStep
+from ._context import Context, Group, Step, SyncContext, SyncGroup, SyncStep
 from ._event import Event
 from ._function import Function
 from ._settings import Settings
@@ -22,6 +22,7 @@ __all__ = [
     "Settings",
     "Step",
     "StepError",
+    "SyncContext",
     "SyncGroup",
     "SyncStep",
     "TideflowError",

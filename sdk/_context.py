@@ -200,16 +200,19 @@ class SyncGroup:
 
 
 class Context:
-    """What a handler receives.
+    """What an `async def` handler receives.
 
     Attributes:
         event: the triggering event (the first, for a batch).
         events: every triggering event.
-        step: the step API (`Step` for async handlers, `SyncStep` for plain ones).
+        step: the step API.
         group: parallel step groups.
         run_id: this run's id.
         logger: a logger for the handler.
     """
+
+    step: Step
+    group: Group
 
     def __init__(
         self,
@@ -218,7 +221,6 @@ class Context:
         events: list[Event],
         run_id: str,
         state: Pass,
-        is_async: bool,
         attempt: int,
         logger: logging.Logger,
     ) -> None:
@@ -226,12 +228,30 @@ class Context:
         self.events = events
         self.run_id = run_id
         self.logger = logger
-        self.step: Step | SyncStep = Step(state) if is_async else SyncStep(state)
-        self.group: Group | SyncGroup = Group() if is_async else SyncGroup()
         self._attempt = attempt
+        self._attach_steps(state)
+
+    def _attach_steps(self, state: Pass) -> None:
+        self.step = Step(state)
+        self.group = Group()
 
     @property
     def attempt(self) -> int:
         """0-based attempt: of the executing step inside its body, else of the step about to run."""
         inside = steps.current_step_attempt.get()
         return self._attempt if inside is None else inside
+
+
+class SyncContext(Context):
+    """What a plain `def` handler receives: the same, with synchronous steps and groups.
+
+    Annotate a plain handler's argument with it (`ctx: tideflow.SyncContext`) for type checkers.
+    """
+
+    # The same methods without `async`: a sync handler's context is still a Context.
+    step: SyncStep  # type: ignore[assignment]
+    group: SyncGroup  # type: ignore[assignment]
+
+    def _attach_steps(self, state: Pass) -> None:
+        self.step = SyncStep(state)
+        self.group = SyncGroup()

@@ -13,7 +13,7 @@ from typing import Any
 
 from tideflow import _steps as steps
 from tideflow import errors
-from tideflow._context import Context
+from tideflow._context import Context, SyncContext
 from tideflow._durations import to_ms
 from tideflow._event import Event
 from tideflow._function import Function
@@ -107,12 +107,12 @@ class Execution:
     def _context(self, state: Pass) -> Context:
         run = self.state.run
         events = [self._event(payload) for payload in run.events]
-        return Context(
+        context_class = Context if self.function.is_async else SyncContext
+        return context_class(
             event=events[0],
             events=events,
             run_id=run.run_id,
             state=state,
-            is_async=self.function.is_async,
             attempt=self.state.job.attempt,
             logger=self.function.logger,
         )

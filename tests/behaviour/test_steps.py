@@ -68,7 +68,7 @@ async def test_sync_handlers_get_the_same_steps_synchronously(
         return n * 10
 
     @client.create_function(fn_id="sync", trigger=tideflow.TriggerEvent(event="t/sync"))
-    def sync_handler(ctx: Any) -> dict[str, Any]:
+    def sync_handler(ctx: tideflow.SyncContext) -> dict[str, Any]:
         first = ctx.step.run("first", body, 1)
         ctx.step.sleep("nap", "50ms")
         pair = ctx.group.parallel(
@@ -89,7 +89,7 @@ async def test_sleep_pauses_the_run_for_its_duration(
 ) -> None:
     @client.create_function(fn_id="sleeper", trigger=tideflow.TriggerEvent(event="t/sleep"))
     async def sleeper(ctx: tideflow.Context) -> float:
-        before = await ctx.step.run("before", time.time)
+        before: float = await ctx.step.run("before", time.time)
         await ctx.step.sleep("nap", datetime.timedelta(milliseconds=400))
         after: float = await ctx.step.run("after", time.time)
         return after - before

@@ -27,7 +27,11 @@ async def test_with_a_signing_key_runs_complete_and_forged_jobs_are_dead_lettere
 
     @client.create_function(fn_id="work", trigger=tideflow.TriggerEvent(event="s/go"))
     async def work(ctx: tideflow.Context) -> str:
-        return str(await ctx.step.run("step", lambda: ran.append(ctx.run_id) or "done"))
+        def record() -> str:
+            ran.append(ctx.run_id)
+            return "done"
+
+        return str(await ctx.step.run("step", record))
 
     async with Engine(client, environ={"TIDEFLOW_SIGNING_KEY": "s3cret"}) as engine:
         result = await engine.finish({"name": "s/go"})
