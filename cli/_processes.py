@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import prometheus_client
 import uvicorn
-from tideflow import Function, Settings
+from tideflow import Client, Function, Settings, errors
 from tideflow.api import Api, create_app
 from tideflow.broker import Broker, create_broker
 from tideflow.scheduler import Scheduler
@@ -18,6 +18,7 @@ from tideflow.store import Store, create_store
 from tideflow.worker import Worker
 
 logger = logging.getLogger("tideflow")
+_CONNECT_ATTEMPTS = 30
 
 
 @contextlib.asynccontextmanager
@@ -39,16 +40,16 @@ async def connected(
         await store.close()
 
 
-async def _retry(what: str, connect: object) -> None:
-    from tideflow import errors
-
+async def _retry(what: str, connect: Callable[[], Awaitable[None]]) -> None:
+    """Connects, retrying with backoff for about two minutes: in a cluster the servers may
+    start after the process."""
     delay = 0.5
-    for attempt in range(30):
+    for attempt in range(_CONNECT_ATTEMPTS):
         try:
-            await connect()  # type: ignore[operator]
+            await connect()
             return
         except (errors.StoreConnectionError, errors.BrokerConnectionError) as exc:
-            if attempt == 29:
+            if attempt == _CONNECT_ATTEMPTS - 1:
                 raise
             logger.warning("cannot reach the %s yet (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
@@ -83,7 +84,7 @@ def _server(api: Api, host: str, port: int, settings: Settings) -> uvicorn.Serve
 async def run_dev(
     settings: Settings,
     functions: Sequence[Function],
-    clients: Sequence[object],
+    clients: Sequence[Client],
     *,
     host: str,
     port: int,
@@ -92,7 +93,7 @@ async def run_dev(
         stop = asyncio.Event()
         api = Api(store=store, broker=broker, settings=settings)
         for client in clients:
-            client.attach_sender(api.ingest)  # type: ignore[attr-defined]
+            client.attach_sender(api.ingest)
         scheduler = Scheduler(store=store, broker=broker, settings=settings)
         worker = Worker(store=store, broker=broker, settings=settings, functions=functions)
         await worker.register()

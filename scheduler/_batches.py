@@ -37,7 +37,6 @@ async def batches(
             yield batch
     finally:
         task.cancel()
+        # Awaiting the pump re-raises its own error (a lost broker), for the caller to handle.
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
