@@ -45,7 +45,7 @@ class Api:
     async def ingest(self, records: list[dict[str, Any]]) -> list[str]:
         """Stores validated event records, then announces them; returns their ids."""
         now = _now_ms()
-        events = [_record(item, now) for item in records]
+        events = [m.EventRecord.from_wire(item, now) for item in records]
         await self._store.insert_events(events)
         try:
             await publish_events(self._broker, [event.wire() for event in events])
@@ -158,19 +158,6 @@ class Api:
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
         ]
-
-
-def _record(item: dict[str, Any], now: int) -> m.EventRecord:
-    return m.EventRecord(
-        internal_id=item["internal_id"],
-        id=item.get("id"),
-        name=item["name"],
-        data=item.get("data") or {},
-        ts=item.get("ts") or now,
-        user=item.get("user"),
-        v=item.get("v"),
-        received_at=now,
-    )
 
 
 def create_app(api: Api) -> Starlette:

@@ -122,6 +122,11 @@ def job(row: Mapping[str, Any]) -> m.JobRecord:
     )
 
 
+def joined_job(job_id: str, row: Mapping[str, Any]) -> m.JobRecord:
+    """A job from a row joining it to its run (whose own `attempt` column it shadows)."""
+    return m.JobRecord(job_id, row["run_id"], row["function_id"], row["app_id"], row["job_attempt"])
+
+
 def wait(row: Mapping[str, Any]) -> m.WaitRecord:
     return m.WaitRecord(
         run_id=row["run_id"],

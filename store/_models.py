@@ -43,6 +43,20 @@ class EventRecord:
             "v": self.v,
         }
 
+    @classmethod
+    def from_wire(cls, record: dict[str, Any], received_at: int) -> EventRecord:
+        """An event sent by the engine's own producers (validated, with its `internal_id`)."""
+        return cls(
+            internal_id=record["internal_id"],
+            id=record.get("id"),
+            name=record["name"],
+            data=record.get("data") or {},
+            ts=record.get("ts") or received_at,
+            user=record.get("user"),
+            v=record.get("v"),
+            received_at=received_at,
+        )
+
     def wire(self) -> dict[str, Any]:
         """The event as published to the events exchange."""
         record: dict[str, Any] = {"internal_id": self.internal_id, **self.payload()}

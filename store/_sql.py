@@ -137,9 +137,7 @@ class SqlStore(Store, abc.ABC):
                 if row["has_steps"]
                 else []
             )
-        job = m.JobRecord(
-            job_id, row["run_id"], row["function_id"], row["app_id"], row["job_attempt"]
-        )
+        job = codec.joined_job(job_id, row)
         return m.RunState(
             run=codec.run(row), steps={step["hash"]: codec.step(step) for step in steps}, job=job
         )
@@ -186,9 +184,7 @@ class SqlStore(Store, abc.ABC):
         by_id = {row["job_id"]: row for row in rows}
         return [
             m.JobOutcome(
-                m.JobRecord(
-                    job_id, row["run_id"], row["function_id"], row["app_id"], row["job_attempt"]
-                ),
+                codec.joined_job(job_id, row),
                 codec.run(row),
                 codec.loads(row["outcome"]),
             )

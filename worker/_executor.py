@@ -172,18 +172,7 @@ class Execution:
         ids = []
         for record in op.opts["events"]:
             ids.append(record["internal_id"])
-            self.result.events.append(
-                m.EventRecord(
-                    internal_id=record["internal_id"],
-                    id=record.get("id"),
-                    name=record["name"],
-                    data=record.get("data") or {},
-                    ts=record.get("ts") or now,
-                    user=record.get("user"),
-                    v=record.get("v"),
-                    received_at=now,
-                )
-            )
+            self.result.events.append(m.EventRecord.from_wire(record, now))
         self._record(op, m.COMPLETED, 0, started, output=ids)
 
     def _record(
