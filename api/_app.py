@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from tideflow import _event as ev
 from tideflow import errors
-from tideflow._ids import new_id
+from tideflow._core.ids import new_id
 from tideflow._settings import Settings
 from tideflow.broker import Broker, Seal, publish_events
 from tideflow.scheduler import Dispatcher

@@ -4,8 +4,8 @@ import datetime
 import zoneinfo
 
 import croniter
-from tideflow._ids import new_id
-from tideflow._triggers import parse_cron
+from tideflow._core.cron import parse_cron
+from tideflow._core.ids import new_id
 from tideflow.store import models as m
 
 

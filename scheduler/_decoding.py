@@ -4,7 +4,7 @@ import json
 
 from tideflow import _event as ev
 from tideflow import errors
-from tideflow._ids import derived_id, new_id
+from tideflow._core.ids import derived_id, new_id
 from tideflow.broker import Delivery
 from tideflow.store import models as m
 

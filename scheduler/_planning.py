@@ -8,8 +8,8 @@ from typing import Any
 
 from tideflow import _function as fn
 from tideflow import _steps as steps
-from tideflow._expressions import compile_expression
-from tideflow._ids import derived_id, new_id
+from tideflow._core.expressions import compile_expression
+from tideflow._core.ids import derived_id, new_id
 from tideflow.store import models as m
 
 from . import _backoff as backoff

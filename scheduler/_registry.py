@@ -7,8 +7,8 @@ import logging
 from typing import Any
 
 from tideflow import errors
-from tideflow._expressions import Expression, compile_expression
-from tideflow._triggers import parse_cron
+from tideflow._core.cron import parse_cron
+from tideflow._core.expressions import Expression, compile_expression
 from tideflow.store import Store
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from tideflow import errors
-from tideflow._ids import new_id
+from tideflow._core.ids import new_id
 from tideflow._settings import Settings
 from tideflow.broker import (
     Broker,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tideflow import _function as fn
-from tideflow._ids import derived_id
+from tideflow._core.ids import derived_id
 from tideflow.store import models as m
 
 

@@ -10,9 +10,9 @@ import httpx
 import pydantic
 
 from . import errors
+from ._core.ids import new_id
 from ._event import Event, parse_events
 from ._function import Function, Handler, make_function
-from ._ids import new_id
 from ._settings import Settings
 from ._triggers import Trigger
 from ._types import is_name

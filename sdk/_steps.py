@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import errors
-from ._durations import to_ms, to_utc_ms
+from ._core.durations import to_ms, to_utc_ms
+from ._core.ids import derived_id, step_hash
 from ._event import Event, check_event
-from ._ids import derived_id, step_hash
 from ._types import is_name
 
 MAX_STEPS_PER_RUN = 1_000
@@ -123,7 +123,7 @@ def sleep_until_opts(moment: datetime.datetime | str) -> dict[str, Any]:
 def wait_for_event_opts(
     *, event: str, timeout: datetime.timedelta | int | str, if_exp: str | None
 ) -> dict[str, Any]:
-    from ._expressions import compile_expression
+    from ._core.expressions import compile_expression
 
     if if_exp is not None:
         compile_expression(if_exp)

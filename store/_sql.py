@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from tideflow._ids import new_id
+from tideflow._core.ids import new_id
 
 from . import _codec as codec
 from . import _models as m

@@ -14,7 +14,7 @@ from typing import Any
 from tideflow import _steps as steps
 from tideflow import errors
 from tideflow._context import Context, SyncContext
-from tideflow._durations import to_ms
+from tideflow._core.durations import to_ms
 from tideflow._event import Event
 from tideflow._function import Function
 from tideflow._steps import Interrupt, Pass, PlannedOp, StoredStep

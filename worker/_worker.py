@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from tideflow import _function as fn
 from tideflow import errors
-from tideflow._ids import new_id
+from tideflow._core.ids import new_id
 from tideflow._settings import Settings
 from tideflow.broker import (
     Broker,

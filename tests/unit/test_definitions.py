@@ -5,7 +5,7 @@ import datetime
 import pytest
 import tideflow
 from tideflow import errors
-from tideflow._durations import to_ms
+from tideflow._core.durations import to_ms
 
 
 def handler(ctx: tideflow.Context) -> None:
@@ -132,7 +132,7 @@ def test_settings_are_read_from_a_mapping_and_checked() -> None:
 def test_step_ids_hash_with_occurrence_counters() -> None:
     import hashlib
 
-    from tideflow._ids import step_hash
+    from tideflow._core.ids import step_hash
 
     assert step_hash("load", 0) == hashlib.sha1(b"load").hexdigest()
     assert step_hash("load", 2) == hashlib.sha1(b"load:2").hexdigest()

@@ -5,9 +5,8 @@ import logging
 from typing import Any
 
 import celpy
-
-from . import errors
-from ._types import is_name
+from tideflow import errors
+from tideflow._types import is_name
 
 logger = logging.getLogger(__name__)
 _ENV = celpy.Environment()

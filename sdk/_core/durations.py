@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime
 import re
 
-from . import errors
+from tideflow import errors
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
