@@ -16,6 +16,7 @@ from ._queries import load_queries
 from ._sql import SqlStore, Tx
 
 _T = TypeVar("_T")
+_MIGRATION_PREFIX = "migration_"
 
 
 class _SqliteTx:
@@ -85,6 +86,8 @@ class SqliteStore(SqlStore):
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA busy_timeout = 5000")
             connection.execute("PRAGMA synchronous = NORMAL")
+            if self.path != ":memory:":
+                connection.execute("PRAGMA journal_mode = WAL")
             return connection
 
         try:
@@ -106,7 +109,28 @@ class SqliteStore(SqlStore):
 
     async def migrate(self) -> None:
         connection = self._require()
-        await self.call(lambda: connection.executescript(self.queries["schema"]))
+        migrations = sorted(
+            (int(name.removeprefix(_MIGRATION_PREFIX)), name)
+            for name in self.queries
+            if name.startswith(_MIGRATION_PREFIX)
+        )
+
+        def upgrade() -> None:
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            for number, name in migrations:
+                if number <= version:
+                    continue
+                # The version is written in the migration's own transaction.
+                script = f"BEGIN IMMEDIATE; {self.queries[name]}; PRAGMA user_version = {number};"
+                try:
+                    connection.executescript(script)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+
+        await self.call(upgrade)
 
     async def ping(self) -> bool:
         try:

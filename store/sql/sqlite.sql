@@ -1,5 +1,6 @@
--- name: schema
-PRAGMA journal_mode = WAL;
+-- name: migration_1
+-- Migrations run in order, each once (PRAGMA user_version counts them). IF NOT EXISTS: a dev
+-- database made before versioning already has these tables.
 CREATE TABLE IF NOT EXISTS functions (
     function_id TEXT PRIMARY KEY,
     app_id TEXT NOT NULL,
