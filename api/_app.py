@@ -12,13 +12,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from tideflow import Settings, errors
 from tideflow import _event as ev
-from tideflow import errors
+from tideflow._core import system_events
 from tideflow._core.ids import new_id
-from tideflow._settings import Settings
-from tideflow.broker import Broker, Seal, publish_events
-from tideflow.scheduler import Dispatcher
-from tideflow.scheduler._system_events import finish_events
+from tideflow._core.protocol import ErrorInfo
+from tideflow.broker import Broker, Dispatcher, Seal, publish_events
 from tideflow.store import Store
 from tideflow.store import models as m
 
@@ -90,9 +89,11 @@ class Api:
         if run is None:
             return _error(404, f"no run {run_id!r}")
         now = _now_ms()
-        error = {"name": "RunCancelledError", "message": "cancelled through the API", "stack": None}
-        events = finish_events(run, m.CANCELLED, now, output=None, error=error)
-        run, applied = await self._store.cancel_run(run_id, events, now)
+        error = ErrorInfo("Cancelled", "cancelled through the API (api)")
+        event = m.EventRecord.about_run(
+            system_events.CANCELLED_EVENT, run, now, error=error.to_dict()
+        )
+        run, applied = await self._store.cancel_run(run_id, [event], error, now)
         assert run is not None
         if not applied.done:
             return JSONResponse(

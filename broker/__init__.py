@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from . import _topology as topology
 from ._base import Broker, Delivery, Message
+from ._dispatcher import Dispatcher
 from ._factory import create_broker
 from ._memory import DeadLetter, MemoryBroker
 from ._messages import (
     EVENT_CONTENT_TYPE,
+    CancelNotice,
     JobMessage,
     OutcomeMessage,
     Seal,
@@ -18,8 +20,10 @@ from ._messages import (
 __all__ = [
     "EVENT_CONTENT_TYPE",
     "Broker",
+    "CancelNotice",
     "DeadLetter",
     "Delivery",
+    "Dispatcher",
     "JobMessage",
     "MemoryBroker",
     "Message",

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import urllib.parse
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aio_pika
@@ -38,7 +39,8 @@ _RETRY_MAX_S = 2.0
 # RuntimeError (ChannelInvalidStateError, "connection closed"); both pass once it is back.
 _TRANSIENT = (OSError, RuntimeError)
 
-_Outgoing = tuple[str, str, aio_pika.Message]
+# exchange, routing key, message, mandatory
+_Outgoing = tuple[str, str, aio_pika.Message, bool]
 
 
 class AmqpBroker(Broker):
@@ -76,7 +78,11 @@ class AmqpBroker(Broker):
                 channel = await self._publisher.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
-                for name in (topology.EVENTS_EXCHANGE, topology.INTERNAL_EXCHANGE):
+                for name in (
+                    topology.EVENTS_EXCHANGE,
+                    topology.INTERNAL_EXCHANGE,
+                    topology.BROADCAST_EXCHANGE,
+                ):
                     self._exchanges[name] = await channel.declare_exchange(
                         name, aio_pika.ExchangeType.TOPIC, durable=True
                     )
@@ -132,7 +138,9 @@ class AmqpBroker(Broker):
             raise errors.BrokerError(f"declaring queue {queue}: {exc!r}") from exc
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        await self._publish([(m.exchange, m.routing_key, _outgoing(m)) for m in messages])
+        await self._publish(
+            [(m.exchange, m.routing_key, _outgoing(m), m.mandatory) for m in messages]
+        )
 
     async def _publish(self, outgoing: Sequence[_Outgoing]) -> None:
         channel = self._require_channel()
@@ -149,7 +157,7 @@ class AmqpBroker(Broker):
                     failed = [
                         (i, r) for i, r in zip(pending, results, strict=True) if r is not None
                     ]
-                    for (exchange, key, _), exc in failed:
+                    for (exchange, key, _, _), exc in failed:
                         _raise_unless_transient(exc, f"{key!r} on {exchange!r}")
                     if failed and self._channel is not channel:
                         raise errors.BrokerConnectionError("the AMQP broker was closed")
@@ -166,10 +174,15 @@ class AmqpBroker(Broker):
             ) from exc
 
     async def _publish_one(
-        self, channel: AbstractChannel, exchange: str, key: str, message: aio_pika.Message
+        self,
+        channel: AbstractChannel,
+        exchange: str,
+        key: str,
+        message: aio_pika.Message,
+        mandatory: bool,
     ) -> None:
         target = self._exchanges.get(exchange) or await channel.get_exchange(exchange, ensure=False)
-        await target.publish(message, key, mandatory=True)
+        await target.publish(message, key, mandatory=mandatory)
         _metrics.PUBLISHED.labels("amqp", exchange).inc()
 
     async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
@@ -211,6 +224,45 @@ class AmqpBroker(Broker):
                     await self._closing.wait()
             delay = min(delay * 2, _RETRY_MAX_S)
 
+    async def subscribe(
+        self, exchange: str, routing_keys: Sequence[str]
+    ) -> AsyncIterator[Delivery]:
+        delay = _RETRY_FIRST_S
+        while (connection := self._consumer) is not None:
+            try:
+                async for delivery in _subscription(connection, exchange, routing_keys):
+                    delay = _RETRY_FIRST_S
+                    yield delivery
+            except (*_TRANSIENT, AMQPError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc
+                logger.warning("subscription to %s interrupted (%r)", exchange, exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+
+class _Notice(Delivery):
+    """A broadcast message: consumed without acknowledgement, so settling does nothing."""
+
+    def __init__(self, message: AbstractIncomingMessage) -> None:
+        self.body = message.body
+        self.routing_key = message.routing_key or ""
+        self.message_id = message.message_id
+        self.content_type = message.content_type
+        self.redelivered = False
+
+    async def ack(self) -> None:
+        return None
+
+    async def requeue(self) -> None:
+        return None
+
+    async def dead_letter(self, reason: str) -> None:
+        return None
+
 
 def _outgoing(
     message: Message | AbstractIncomingMessage, headers: HeadersType | None = None
@@ -222,6 +274,27 @@ def _outgoing(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers=headers,
     )
+
+
+async def _subscription(
+    connection: AbstractRobustConnection, exchange: str, routing_keys: Sequence[str]
+) -> AsyncIterator[Delivery]:
+    channel = await connection.channel()
+    try:
+        # Our own name, not a server-generated one: a robust channel re-declares its queues
+        # after a reconnection, and names starting "amq." may not be declared by clients.
+        name = f"tideflow.subscriber.{uuid.uuid4().hex}"
+        async with asyncio.timeout(_OPERATION_TIMEOUT_S):
+            queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+            for key in routing_keys:
+                await queue.bind(exchange, key)
+        async with queue.iterator(no_ack=True) as messages:
+            async for message in messages:
+                yield _Notice(message)
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_OPERATION_TIMEOUT_S):
+                await channel.close()
 
 
 def _raise_unless_transient(exc: BaseException, what: str) -> None:
@@ -323,7 +396,7 @@ class _AmqpDelivery(Delivery):
                 },
             )
             try:
-                await self._broker._publish([(topology.INTERNAL_EXCHANGE, "dead", copy)])
+                await self._broker._publish([(topology.INTERNAL_EXCHANGE, "dead", copy, True)])
             except errors.BrokerError as exc:
                 logger.warning("cannot dead-letter message %s (%s)", self.message_id, exc)
                 await self.requeue()

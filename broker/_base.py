@@ -15,6 +15,8 @@ class Message:
     body: bytes
     content_type: str = "application/msgpack"
     message_id: str | None = None
+    mandatory: bool = True
+    """Refused (`publish` raises) when no queue takes it; False for broadcast notices."""
 
 
 class Delivery(abc.ABC):
@@ -74,6 +76,14 @@ class Broker(abc.ABC):
 
         Survives reconnections: after a broker restart, consumption resumes by itself, and the
         deliveries unacked at the time come again (with `redelivered` set).
+        """
+
+    @abc.abstractmethod
+    def subscribe(self, exchange: str, routing_keys: Sequence[str]) -> AsyncIterator[Delivery]:
+        """Yields the messages published to `exchange` under a matching key from now on, through
+        a queue of this subscriber's own that goes away with it. At most once: nothing is kept
+        for a subscriber that is not listening (messages published while its connection is
+        being restored are lost). Settling a delivery is a no-op.
         """
 
     @abc.abstractmethod

@@ -75,6 +75,24 @@ class _MemoryDelivery(Delivery):
             self._broker.dead_letters.append(DeadLetter(self._queue.name, self._message, reason))
 
 
+class _Notice(Delivery):
+    def __init__(self, message: Message) -> None:
+        self.body = message.body
+        self.routing_key = message.routing_key
+        self.message_id = message.message_id
+        self.content_type = message.content_type
+        self.redelivered = False
+
+    async def ack(self) -> None:
+        return None
+
+    async def requeue(self) -> None:
+        return None
+
+    async def dead_letter(self, reason: str) -> None:
+        return None
+
+
 class MemoryBroker(Broker):
     """An in-process broker for `tideflow dev` and tests: topic and direct routing, prefetch,
     requeue, and a list of dead letters. Nothing survives the process."""
@@ -82,6 +100,9 @@ class MemoryBroker(Broker):
     def __init__(self) -> None:
         self._bindings: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
         self._queues: dict[str, _Queue] = {}
+        self._subscribers: dict[str, list[tuple[Sequence[str], asyncio.Queue[Message]]]] = (
+            collections.defaultdict(list)
+        )
         self._closed = asyncio.Event()
         self._open = False
         self.dead_letters: list[DeadLetter] = []
@@ -121,6 +142,9 @@ class MemoryBroker(Broker):
             for pattern, queue in self._bindings.get(message.exchange, ()):
                 if topology.topic_matches(pattern, message.routing_key):
                     await self._queues[queue].put(message)
+            for patterns, inbox in self._subscribers.get(message.exchange, ()):
+                if any(topology.topic_matches(p, message.routing_key) for p in patterns):
+                    inbox.put_nowait(message)
 
     def _is_open(self) -> bool:
         return self._open
@@ -140,6 +164,29 @@ class MemoryBroker(Broker):
                 source.unacked += 1
             _metrics.CONSUMED.labels("memory", queue).inc()
             yield _MemoryDelivery(self, source, message, redelivered)
+
+    async def subscribe(
+        self, exchange: str, routing_keys: Sequence[str]
+    ) -> AsyncIterator[Delivery]:
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        entry = (tuple(routing_keys), inbox)
+        self._subscribers[exchange].append(entry)
+        try:
+            while self._is_open():
+                closed = asyncio.ensure_future(self._closed.wait())
+                received = asyncio.ensure_future(inbox.get())
+                try:
+                    await asyncio.wait({closed, received}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closed.cancel()
+                    if not received.done():
+                        received.cancel()
+                if not received.done() or received.cancelled():
+                    return
+                message = received.result()
+                yield _Notice(message)
+        finally:
+            self._subscribers[exchange].remove(entry)
 
     def depth(self, queue: str) -> int:
         """Messages waiting in `queue` (tests and metrics)."""

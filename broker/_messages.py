@@ -82,6 +82,30 @@ class OutcomeMessage:
         return cls(*msgpack.unpackb(seal.open(body)))
 
 
+@dataclasses.dataclass(frozen=True)
+class CancelNotice:
+    """Tells the workers of an app that these runs were cancelled: a worker running one of them
+    starts no further step. A lost notice costs little: the run's job is gone, so the worker's
+    next write fails and it stops then."""
+
+    app_id: str
+    run_ids: tuple[str, ...]
+
+    def to_message(self, seal: Seal = _PLAIN) -> Message:
+        body = seal.close(msgpack.packb([self.app_id, list(self.run_ids)]))
+        return Message(
+            topology.BROADCAST_EXCHANGE,
+            topology.cancel_key(self.app_id),
+            body,
+            mandatory=False,
+        )
+
+    @classmethod
+    def decode(cls, body: bytes, seal: Seal = _PLAIN) -> CancelNotice:
+        app_id, run_ids = msgpack.unpackb(seal.open(body))
+        return cls(str(app_id), tuple(str(run_id) for run_id in run_ids))
+
+
 def event_message(record: dict[str, Any]) -> Message:
     body = json.dumps(record, separators=(",", ":")).encode()
     return Message(

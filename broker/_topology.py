@@ -4,6 +4,8 @@ from __future__ import annotations
 
 EVENTS_EXCHANGE = "tideflow.events"
 INTERNAL_EXCHANGE = "tideflow.internal"
+BROADCAST_EXCHANGE = "tideflow.broadcast"
+"""Notices for whoever listens now (cancelled runs); nothing is kept for absent listeners."""
 SCHEDULER_EVENTS_QUEUE = "tideflow.scheduler.events"
 SCHEDULER_OUTCOMES_QUEUE = "tideflow.scheduler.outcomes"
 DEAD_LETTER_QUEUE = "tideflow.dead"
@@ -16,6 +18,10 @@ def jobs_queue(app_id: str) -> str:
 
 def jobs_key(app_id: str) -> str:
     return f"jobs.{app_id}"
+
+
+def cancel_key(app_id: str) -> str:
+    return f"cancel.{app_id}"
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ._scheduler import Dispatcher, Scheduler
+from ._scheduler import Scheduler
 
-__all__ = ["Dispatcher", "Scheduler"]
+__all__ = ["Scheduler"]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tideflow import _function as fn
-from tideflow import _steps as steps
+from tideflow._core import protocol
+from tideflow._core import system_events as names
 from tideflow._core.expressions import compile_expression
 from tideflow._core.ids import derived_id, new_id
+from tideflow._core.protocol import ErrorInfo
 from tideflow.store import models as m
 
 from . import _backoff as backoff
@@ -56,11 +57,9 @@ def _targeted_run(
     if spec is None:
         if parent is None:
             return []
-        error = {
-            "name": "FunctionNotFoundError",
-            "message": f"no function {target['function_id']!r} is registered",
-            "stack": None,
-        }
+        error = ErrorInfo(
+            "FunctionNotFoundError", f"no function {target['function_id']!r} is registered"
+        )
         return [m.ResolveStep(parent["run_id"], parent["step_hash"], error=error)]
     return [
         m.CreateRun(
@@ -77,7 +76,7 @@ def _targeted_run(
 def _is_about_itself(event: m.EventRecord, function_id: str) -> bool:
     # A function triggered by run events would otherwise trigger itself forever.
     return (
-        event.name.startswith("tideflow/function.")
+        event.name.startswith(names.RUN_EVENT_PREFIX)
         and isinstance(event.data, dict)
         and event.data.get("function_id") == function_id
     )
@@ -91,37 +90,33 @@ def plan_outcome(
     backoff_base_ms: int,
     rng: random.Random | None = None,
 ) -> list[m.Change]:
-    run, body = outcome.run, outcome.outcome
-    kind = body["kind"]
-    if kind == "completed":
-        return _finish(run, registry, m.COMPLETED, now, output=body.get("output"))
-    if kind == "failed":
-        return _finish(run, registry, m.FAILED, now, error=body["error"])
-    if kind == "continue":
-        return [m.Dispatch(run.run_id)]
-    if kind == "ops":
-        return [_wait_change(run, op, now) for op in body["ops"]]
-    spec = registry.get(run.function_id)
-    retries = spec.retries if spec is not None else 0
-    if kind == "error":
-        if run.attempt >= retries:
-            return _finish(run, registry, m.FAILED, now, error=body["error"])
-        delay = body.get("retry_after_ms") or backoff.retry_delay_ms(
-            run.attempt, backoff_base_ms, rng=rng
-        )
-        attempt = run.attempt + 1
-        timer = m.TimerRecord(
-            new_id(now),
-            m.TIMER_RETRY,
-            run.run_id,
-            f"run:{attempt}",
-            now + delay,
-            {"attempt": attempt},
-        )
-        return [m.ScheduleRetry(run.run_id, timer, run_attempt=attempt)]
-    if kind == "step_retry":
-        return [_step_retry(run, failed, now, backoff_base_ms, rng) for failed in body["steps"]]
-    raise ValueError(f"unknown outcome kind {kind!r}")
+    run = outcome.run
+    match outcome.outcome:
+        case protocol.Completed(output=output):
+            return _finish(run, registry, m.COMPLETED, now, output=output)
+        case protocol.Failed(error=error):
+            return _finish(run, registry, m.FAILED, now, error=error)
+        case protocol.Continue():
+            return [m.Dispatch(run.run_id)]
+        case protocol.Suspended(requests=requests):
+            return [_wait_change(run, request, now) for request in requests]
+        case protocol.Errored(error=error, retry_after_ms=retry_after_ms):
+            spec = registry.get(run.function_id)
+            if run.attempt >= (spec.retries if spec is not None else 0):
+                return _finish(run, registry, m.FAILED, now, error=error)
+            delay = retry_after_ms or backoff.retry_delay_ms(run.attempt, backoff_base_ms, rng=rng)
+            attempt = run.attempt + 1
+            timer = m.TimerRecord(
+                new_id(now),
+                m.TIMER_RETRY,
+                run.run_id,
+                f"run:{attempt}",
+                now + delay,
+                {"attempt": attempt},
+            )
+            return [m.ScheduleRetry(run.run_id, timer, run_attempt=attempt)]
+        case protocol.Retrying(retries=retries):
+            return [_step_retry(run, retry, now, backoff_base_ms, rng) for retry in retries]
 
 
 def _finish(
@@ -131,86 +126,84 @@ def _finish(
     now: int,
     *,
     output: Any = None,
-    error: Any = None,
+    error: ErrorInfo | None = None,
 ) -> list[m.Change]:
     events = system_events.finish_events(run, status, now, output=output, error=error)
     quiet = not any(registry.matching(event.name, event.payload()) for event in events)
+    parent = run.parent["run_id"] if run.parent else None
     return [
-        m.FinishRun(run.run_id, status, output=output, error=error),
+        m.FinishRun(run.run_id, status, output=output, error=error, parent_run_id=parent),
         m.AddEvents(events, quiet=quiet),
     ]
 
 
 def _step_retry(
     run: m.RunRecord,
-    failed: dict[str, Any],
+    failed: protocol.StepRetry,
     now: int,
     backoff_base_ms: int,
     rng: random.Random | None,
 ) -> m.Change:
-    attempt = int(failed["attempt"])
-    delay = failed.get("retry_after_ms") or backoff.retry_delay_ms(
-        attempt, backoff_base_ms, rng=rng
+    delay = failed.retry_after_ms or backoff.retry_delay_ms(
+        failed.attempt, backoff_base_ms, rng=rng
     )
     step = m.StepRecord(
-        hash=failed["hash"],
-        name=failed["name"],
-        op=steps.OP_RUN,
+        hash=failed.hash,
+        name=failed.name,
+        op=protocol.OP_RUN,
         status=m.STEP_RUNNING,
-        attempt=attempt + 1,
-        error=failed["error"],
-        started_at=failed.get("started_at"),
+        attempt=failed.attempt + 1,
+        error=failed.error,
+        started_at=failed.started_at,
     )
     timer = m.TimerRecord(
         new_id(now),
         m.TIMER_RETRY,
         run.run_id,
-        f"{failed['hash']}:{attempt + 1}",
+        f"{failed.hash}:{failed.attempt + 1}",
         now + delay,
-        {"attempt": attempt + 1},
+        {"attempt": failed.attempt + 1},
     )
     return m.ScheduleRetry(run.run_id, timer, step=step)
 
 
-def _wait_change(run: m.RunRecord, op: dict[str, Any], now: int) -> m.AddWait:
-    kind, key, opts = op["op"], op["hash"], op["opts"]
-    step = m.StepRecord(hash=key, name=op["name"], op=kind, status=m.STEP_WAITING, started_at=now)
+def _wait_change(run: m.RunRecord, request: protocol.StepRequest, now: int) -> m.AddWait:
+    key, ask = request.hash, request.ask
+    step = m.StepRecord(
+        hash=key, name=request.name, op=ask.op, status=m.STEP_WAITING, started_at=now
+    )
     change = m.AddWait(step=step, run_id=run.run_id)
-    if kind == steps.OP_SLEEP:
-        change.timer = m.TimerRecord(
-            new_id(now), m.TIMER_SLEEP, run.run_id, key, int(opts["until_ms"])
-        )
+    if isinstance(ask, protocol.Sleep):
+        change.timer = m.TimerRecord(new_id(now), m.TIMER_SLEEP, run.run_id, key, ask.until_ms)
         return change
-    timeout_ms = opts.get("timeout_ms")
-    if timeout_ms is not None:
+    if ask.timeout_ms is not None:
         change.timer = m.TimerRecord(
-            new_id(now), m.TIMER_WAIT, run.run_id, key, now + int(timeout_ms), {"op": kind}
+            new_id(now), m.TIMER_WAIT, run.run_id, key, now + ask.timeout_ms, {"op": ask.op}
         )
-    if kind == steps.OP_WAIT_FOR_EVENT:
-        change.wait = m.WaitRecord(
-            run.run_id,
-            key,
-            m.WAIT_EVENT,
-            event_name=opts["event"],
-            if_exp=opts.get("if_exp"),
-            run_event=run.events[0],
-        )
-    elif kind == steps.OP_WAIT_FOR_SIGNAL:
-        change.wait = m.WaitRecord(run.run_id, key, m.WAIT_SIGNAL, signal=opts["signal"])
-    elif kind == steps.OP_INVOKE:
-        change.wait = m.WaitRecord(run.run_id, key, m.WAIT_INVOKE)
-        change.events = [
-            system_events.targeted_event(
-                fn.INVOKED_EVENT,
-                opts.get("data") or {},
-                internal_id=derived_id(run.run_id, key, "invoke"),
-                function_id=opts["function_id"],
-                parent={"run_id": run.run_id, "step_hash": key},
-                now=now,
+    match ask:
+        case protocol.WaitForEvent(event=event, if_exp=if_exp):
+            change.wait = m.WaitRecord(
+                run.run_id,
+                key,
+                m.WAIT_EVENT,
+                event_name=event,
+                if_exp=if_exp,
+                run_event=run.events[0],
             )
-        ]
-    else:
-        raise ValueError(f"unknown step op {kind!r}")
+        case protocol.WaitForSignal(signal=signal):
+            change.wait = m.WaitRecord(run.run_id, key, m.WAIT_SIGNAL, signal=signal)
+        case protocol.Invoke(function_id=function_id, data=data):
+            change.wait = m.WaitRecord(run.run_id, key, m.WAIT_INVOKE)
+            change.events = [
+                m.EventRecord.targeted(
+                    names.INVOKED_EVENT,
+                    data or {},
+                    internal_id=derived_id(run.run_id, key, "invoke"),
+                    function_id=function_id,
+                    parent={"run_id": run.run_id, "step_hash": key},
+                    now=now,
+                )
+            ]
     return change
 
 
@@ -220,12 +213,8 @@ def plan_timer(timer: m.TimerRecord, registry: Registry, now: int) -> list[m.Cha
         return [m.ResolveStep(timer.run_id, timer.step_hash, require_wait=False)]
     if timer.kind == m.TIMER_WAIT:
         error = None
-        if timer.payload.get("op") == steps.OP_INVOKE:
-            error = {
-                "name": "InvokeTimeoutError",
-                "message": "the invoked function did not finish in time",
-                "stack": None,
-            }
+        if timer.payload.get("op") == protocol.OP_INVOKE:
+            error = ErrorInfo("InvokeTimeoutError", "the invoked function did not finish in time")
         return [m.ResolveStep(timer.run_id, timer.step_hash, error=error)]
     if timer.kind == m.TIMER_RETRY:
         return [m.Dispatch(timer.run_id, int(timer.payload.get("attempt", 0)))]
@@ -241,8 +230,8 @@ def _cron_tick(timer: m.TimerRecord, registry: Registry, now: int) -> list[m.Cha
     cron = timer.step_hash
     if spec is None or cron not in spec.crons:
         return []
-    event = system_events.targeted_event(
-        fn.CRON_EVENT,
+    event = m.EventRecord.targeted(
+        names.CRON_EVENT,
         {"cron": cron},
         internal_id=derived_id(timer.run_id, cron, str(timer.due_at)),
         function_id=spec.function_id,

@@ -10,16 +10,9 @@ from typing import Any
 
 from tideflow import errors
 from tideflow._core.ids import new_id
+from tideflow._core.protocol import ErrorInfo
 from tideflow._settings import Settings
-from tideflow.broker import (
-    Broker,
-    Delivery,
-    JobMessage,
-    OutcomeMessage,
-    Seal,
-    publish_events,
-    topology,
-)
+from tideflow.broker import Broker, Delivery, Dispatcher, OutcomeMessage, Seal, topology
 from tideflow.store import Store
 from tideflow.store import models as m
 
@@ -35,36 +28,6 @@ logger = logging.getLogger(__name__)
 _BATCH = 256
 _STORE_RETRY_S = 0.5
 _UNKNOWN_EVENT_REFRESH_S = 0.25
-
-
-class Dispatcher:
-    """Publishes what committed changes ask for: step jobs to their app's queue, events to the
-    exchange. A lost publish is recovered by the sweeper, so failures here are only logged."""
-
-    def __init__(self, broker: Broker, seal: Seal) -> None:
-        self._broker = broker
-        self._seal = seal
-        self._declared: set[str] = set()
-
-    async def publish(self, applied: m.Applied) -> None:
-        try:
-            for app_id in {job.app_id for job in applied.jobs} - self._declared:
-                await self._broker.declare_queue(
-                    topology.jobs_queue(app_id),
-                    exchange=topology.INTERNAL_EXCHANGE,
-                    routing_keys=[topology.jobs_key(app_id)],
-                )
-                self._declared.add(app_id)
-            messages = [
-                JobMessage(j.job_id, j.run_id, j.function_id, j.app_id).to_message(self._seal)
-                for j in applied.jobs
-            ]
-            if messages:
-                await self._broker.publish(messages)
-            if applied.events:
-                await publish_events(self._broker, [event.wire() for event in applied.events])
-        except errors.BrokerError as exc:
-            logger.warning("publish failed, the sweeper will retry: %s", exc)
 
 
 class Scheduler:
@@ -252,11 +215,7 @@ class Scheduler:
             )
         except (KeyError, ValueError, TypeError) as exc:
             logger.exception("bad outcome of job %s", outcome.job.job_id)
-            error = {
-                "name": "EngineError",
-                "message": f"unreadable job outcome: {exc}",
-                "stack": None,
-            }
+            error = ErrorInfo("EngineError", f"unplannable job outcome: {exc!r}")
             return [m.FinishRun(outcome.run.run_id, m.FAILED, error=error)]
 
     # Timers

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from . import errors
+from ._checkpointing import Checkpointing
 from ._client import Client
 from ._context import Context, Group, Step, SyncContext, SyncGroup, SyncStep
 from ._event import Event
 from ._function import Function
 from ._settings import Settings
 from ._triggers import TriggerCron, TriggerEvent
-from .errors import NonRetriableError, RetryAfterError, StepError, TideflowError
+from .errors import NonRetriableError, RetryAfterError, StepError, StepTimeout, TideflowError
 
 __all__ = [
+    "Checkpointing",
     "Client",
     "Context",
     "Event",
@@ -22,6 +24,7 @@ __all__ = [
     "Settings",
     "Step",
     "StepError",
+    "StepTimeout",
     "SyncContext",
     "SyncGroup",
     "SyncStep",

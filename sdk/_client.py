@@ -10,6 +10,7 @@ import httpx
 import pydantic
 
 from . import errors
+from ._checkpointing import Checkpointing
 from ._core.ids import new_id
 from ._event import Event, parse_events
 from ._function import Function, Handler, make_function
@@ -31,6 +32,9 @@ class Client:
         middleware: reserved for middleware classes.
         schemas: event name -> pydantic model; `send` validates `data` against it and handlers
             see `ctx.event.data` as that model's instance.
+        checkpointing: the default of its functions' `checkpointing=`: a
+            `tideflow.Checkpointing`, or False to hand every run back to the scheduler after each
+            step (default `tideflow.Checkpointing()`).
         database_url: default `TIDEFLOW_DATABASE_URL`.
         broker_url: default `TIDEFLOW_BROKER_URL`; with `amqp://`, `send` publishes straight to
             the events exchange, otherwise it posts to `TIDEFLOW_API_URL`.
@@ -48,6 +52,7 @@ class Client:
         database_url: str | None = None,
         broker_url: str | None = None,
         settings: Settings | None = None,
+        checkpointing: Checkpointing | bool | None = None,
     ) -> None:
         if not is_name(app_id):
             raise errors.ConfigError(f"app_id: must be a non-empty string, got {app_id!r}")
@@ -60,6 +65,7 @@ class Client:
         self.schemas = dict(schemas or {})
         self.database_url = database_url or self.settings.database_url
         self.broker_url = broker_url or self.settings.broker_url
+        self.checkpointing = checkpointing
         self.functions: list[Function] = []
         self._send_hook: Callable[[list[dict[str, Any]]], Any] | None = None
 
@@ -71,6 +77,7 @@ class Client:
         name: str | None = None,
         retries: int = 4,
         on_failure: Handler | None = None,
+        checkpointing: Checkpointing | bool | None = None,
     ) -> Callable[[Handler], Function]:
         """Decorates a handler `(ctx) -> result` as a durable `Function` of this app."""
 
@@ -83,6 +90,7 @@ class Client:
                 name=name,
                 retries=retries,
                 on_failure=on_failure,
+                checkpointing=self.checkpointing if checkpointing is None else checkpointing,
             )
             taken = {existing.id for existing in self.functions}
             for item in function.with_companions():

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _steps as steps
+from ._core import protocol
 from ._event import Event
 from ._steps import Interrupt, Pass
 
@@ -27,39 +28,38 @@ class _StepCalls:
     def _run(self, step_id: str, handler: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         if not callable(handler):
             raise TypeError(f"step {step_id!r}: handler must be callable, got {handler!r}")
-        return self._state.resolve(step_id, steps.OP_RUN, handler=handler, args=args)
+        return self._state.resolve(step_id, protocol.OP_RUN, handler=handler, args=args)
+
+    def _ask(self, step_id: str, ask: protocol.Ask) -> Any:
+        return self._state.resolve(step_id, ask.op, ask=ask)
 
     def _sleep(self, step_id: str, duration: _Duration) -> None:
-        opts = steps.sleep_opts(duration)
-        self._state.resolve(step_id, steps.OP_SLEEP, build_opts=lambda _key: opts)
+        self._ask(step_id, steps.sleep_ask(duration))
 
     def _sleep_until(self, step_id: str, moment: datetime.datetime | str) -> None:
-        opts = steps.sleep_until_opts(moment)
-        self._state.resolve(step_id, steps.OP_SLEEP, build_opts=lambda _key: opts)
+        self._ask(step_id, steps.sleep_until_ask(moment))
 
     def _wait_for_event(
         self, step_id: str, event: str, timeout: _Duration, if_exp: str | None
     ) -> Event | None:
-        opts = steps.wait_for_event_opts(event=event, timeout=timeout, if_exp=if_exp)
-        result: Event | None = self._state.resolve(
-            step_id, steps.OP_WAIT_FOR_EVENT, build_opts=lambda _key: opts
-        )
+        ask = steps.wait_for_event_ask(event=event, timeout=timeout, if_exp=if_exp)
+        result: Event | None = self._ask(step_id, ask)
         return result
 
     def _wait_for_signal(self, step_id: str, signal: str, timeout: _Duration) -> Any:
-        opts = steps.wait_for_signal_opts(signal=signal, timeout=timeout)
-        return self._state.resolve(step_id, steps.OP_WAIT_FOR_SIGNAL, build_opts=lambda _key: opts)
+        return self._ask(step_id, steps.wait_for_signal_ask(signal=signal, timeout=timeout))
 
     def _invoke(self, step_id: str, function_id: str, data: Any, timeout: _Duration | None) -> Any:
-        opts = steps.invoke_opts(function_id=function_id, data=data, timeout=timeout)
-        return self._state.resolve(step_id, steps.OP_INVOKE, build_opts=lambda _key: opts)
+        return self._ask(
+            step_id, steps.invoke_ask(function_id=function_id, data=data, timeout=timeout)
+        )
 
     def _send_event(self, step_id: str, events: Any) -> list[str]:
         run_id = self._state.run_id
         result: list[str] = self._state.resolve(
             step_id,
-            steps.OP_SEND_EVENT,
-            build_opts=lambda key: steps.send_event_opts(run_id, key, events),
+            protocol.OP_SEND_EVENT,
+            build=lambda key: {"events": steps.send_event_records(run_id, key, events)},
         )
         return result
 

@@ -9,16 +9,15 @@ from typing import Any
 import pydantic
 
 from . import errors
+from ._checkpointing import DEFAULT as DEFAULT_CHECKPOINTING
+from ._checkpointing import Checkpointing
+from ._checkpointing import resolve as resolve_checkpointing
+from ._core.system_events import FAILED_EVENT
 from ._triggers import Trigger, TriggerCron, TriggerEvent
 from ._types import is_name
 
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20
-FAILED_EVENT = "tideflow/function.failed"
-FINISHED_EVENT = "tideflow/function.finished"
-CANCELLED_EVENT = "tideflow/function.cancelled"
-INVOKED_EVENT = "tideflow/function.invoked"
-CRON_EVENT = "tideflow/scheduled.timer"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 Handler = Callable[..., Any]
@@ -40,6 +39,7 @@ class Function:
         name: str | None,
         retries: int,
         on_failure: Handler | None,
+        checkpointing: Checkpointing | None = DEFAULT_CHECKPOINTING,
     ) -> None:
         self.app_id = app_id
         self.fn_id = fn_id
@@ -48,6 +48,8 @@ class Function:
         self.handler = handler
         self.triggers = triggers
         self.retries = retries
+        self.checkpointing = checkpointing
+        """None: every job runs one step (or parallel group) and hands the run back."""
         self.is_async = inspect.iscoroutinefunction(handler)
         self.schemas: dict[str, type[pydantic.BaseModel]] = {}
         self.logger = logging.getLogger(f"tideflow.app.{app_id}")
@@ -65,6 +67,7 @@ class Function:
                 name=f"{self.name} (on failure)",
                 retries=retries,
                 on_failure=None,
+                checkpointing=checkpointing,
             )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -98,6 +101,7 @@ def make_function(
     name: str | None,
     retries: int,
     on_failure: Handler | None,
+    checkpointing: Checkpointing | bool | None = None,
 ) -> Function:
     if not is_name(fn_id) or not _ID.match(fn_id):
         raise errors.ConfigError(
@@ -120,6 +124,7 @@ def make_function(
         name=name,
         retries=retries,
         on_failure=on_failure,
+        checkpointing=resolve_checkpointing(checkpointing, where=fn_id),
     )
 
 

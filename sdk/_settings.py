@@ -26,6 +26,8 @@ class Settings:
     lease_s: float = 30.0
     env: str = "production"
     metrics_port: int | None = None
+    step_timeout_s: float = 900.0
+    shutdown_grace_s: float = 25.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +58,8 @@ class Settings:
             lease_s=_number(env, "LEASE_S", defaults.lease_s, float),
             env=text("ENV", defaults.env),
             metrics_port=_number(env, "METRICS_PORT", 0, int) or None,
+            step_timeout_s=_number(env, "STEP_TIMEOUT_S", defaults.step_timeout_s, float),
+            shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_S", defaults.shutdown_grace_s, float),
         )
 
     def configure_logging(self) -> None:

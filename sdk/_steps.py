@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import errors
+from ._core import protocol
 from ._core.durations import to_ms, to_utc_ms
 from ._core.ids import derived_id, step_hash
 from ._event import Event, check_event
@@ -17,13 +18,6 @@ from ._types import is_name
 
 MAX_STEPS_PER_RUN = 1_000
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
-
-OP_RUN = "run"
-OP_SLEEP = "sleep"
-OP_WAIT_FOR_EVENT = "wait_for_event"
-OP_WAIT_FOR_SIGNAL = "wait_for_signal"
-OP_INVOKE = "invoke"
-OP_SEND_EVENT = "send_event"
 
 # The attempt of the step whose body is executing in this context, and whether one is.
 current_step_attempt: contextvars.ContextVar[int | None] = contextvars.ContextVar(
@@ -40,17 +34,25 @@ class Interrupt(BaseException):
 
 @dataclasses.dataclass
 class PlannedOp:
-    """A step call that has no stored result yet: what the worker runs or reports next."""
+    """A step call that has no stored result yet: what the worker runs (a `run` step's handler,
+    a `send_event` step's events) or asks the scheduler for (`ask`)."""
 
     op: str
     hash: str
     name: str
-    opts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ask: protocol.Ask | None = None
     handler: Callable[..., Any] | None = None
     args: tuple[Any, ...] = ()
+    events: tuple[dict[str, Any], ...] = ()
 
-    def to_report(self) -> dict[str, Any]:
-        return {"op": self.op, "hash": self.hash, "name": self.name, "opts": self.opts}
+    @property
+    def is_local(self) -> bool:
+        """Whether the worker carries this step out itself."""
+        return self.ask is None
+
+    def request(self) -> protocol.StepRequest:
+        assert self.ask is not None
+        return protocol.StepRequest(self.hash, self.name, self.ask)
 
 
 @dataclasses.dataclass
@@ -93,9 +95,10 @@ class Pass:
                 f"the limit is {MAX_STEPS_PER_RUN} steps a run"
             )
             raise Interrupt()
-        opts_builder = fields.pop("build_opts", None)
-        opts = opts_builder(key) if opts_builder is not None else {}
-        self.planned.append(PlannedOp(op=op, hash=key, name=name, opts=opts, **fields))
+        build = fields.pop("build", None)
+        if build is not None:
+            fields.update(build(key))
+        self.planned.append(PlannedOp(op=op, hash=key, name=name, **fields))
         raise Interrupt()
 
 
@@ -105,52 +108,56 @@ def _replay(stored: StoredStep, op: str) -> Any:
         raise errors.StepError(
             str(error.get("name", "Error")), str(error.get("message", "")), error.get("stack")
         )
-    if op == OP_WAIT_FOR_EVENT and stored.output is not None:
+    if op == protocol.OP_WAIT_FOR_EVENT and stored.output is not None:
         return Event.model_validate(stored.output)
     return stored.output
 
 
-def sleep_opts(duration: datetime.timedelta | int | str) -> dict[str, Any]:
-    return {"until_ms": _now_ms() + to_ms(duration, field="sleep duration")}
+def sleep_ask(duration: datetime.timedelta | int | str) -> protocol.Sleep:
+    return protocol.Sleep(until_ms=_now_ms() + to_ms(duration, field="sleep duration"))
 
 
-def sleep_until_opts(moment: datetime.datetime | str) -> dict[str, Any]:
+def sleep_until_ask(moment: datetime.datetime | str) -> protocol.Sleep:
     if isinstance(moment, str):
         moment = datetime.datetime.fromisoformat(moment)
-    return {"until_ms": to_utc_ms(moment, field="sleep_until")}
+    return protocol.Sleep(until_ms=to_utc_ms(moment, field="sleep_until"))
 
 
-def wait_for_event_opts(
+def wait_for_event_ask(
     *, event: str, timeout: datetime.timedelta | int | str, if_exp: str | None
-) -> dict[str, Any]:
+) -> protocol.WaitForEvent:
     from ._core.expressions import compile_expression
 
     if if_exp is not None:
         compile_expression(if_exp)
-    return {"event": event, "if_exp": if_exp, "timeout_ms": to_ms(timeout, field="timeout")}
+    return protocol.WaitForEvent(
+        event=event, if_exp=if_exp, timeout_ms=to_ms(timeout, field="timeout")
+    )
 
 
-def wait_for_signal_opts(*, signal: str, timeout: datetime.timedelta | int | str) -> dict[str, Any]:
+def wait_for_signal_ask(
+    *, signal: str, timeout: datetime.timedelta | int | str
+) -> protocol.WaitForSignal:
     if not is_name(signal):
         raise errors.TideflowError(f"a signal must be a non-empty string, got {signal!r}")
-    return {"signal": signal, "timeout_ms": to_ms(timeout, field="timeout")}
+    return protocol.WaitForSignal(signal=signal, timeout_ms=to_ms(timeout, field="timeout"))
 
 
-def invoke_opts(
+def invoke_ask(
     *, function_id: str, data: Any, timeout: datetime.timedelta | int | str | None
-) -> dict[str, Any]:
+) -> protocol.Invoke:
     if not _is_object_or_none(data):
         raise errors.TideflowError(f"invoke data must be a JSON object, got {type(data).__name__}")
-    return {
-        "function_id": function_id,
-        "data": data or {},
-        "timeout_ms": None if timeout is None else to_ms(timeout, field="timeout"),
-    }
+    return protocol.Invoke(
+        function_id=function_id,
+        data=data or {},
+        timeout_ms=None if timeout is None else to_ms(timeout, field="timeout"),
+    )
 
 
-def send_event_opts(
+def send_event_records(
     run_id: str, key: str, events: Event | dict[str, Any] | list[Any]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], ...]:
     from ._event import parse_events
 
     parsed = parse_events(events if isinstance(events, list) else [events])
@@ -161,7 +168,7 @@ def send_event_opts(
         # Stable ids: a replayed or re-executed send stores and starts each event only once.
         record["internal_id"] = derived_id(run_id, key, str(index))
         records.append(record)
-    return {"events": records}
+    return tuple(records)
 
 
 def _now_ms() -> int:

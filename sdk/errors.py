@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import traceback
 from typing import Any
 
 
@@ -89,6 +88,11 @@ class RetryAfterError(TideflowError):
         self.retry_after = retry_after
 
 
+class StepTimeout(TideflowError):
+    """A step body ran longer than `TIDEFLOW_STEP_TIMEOUT_S`; the attempt fails and is retried
+    like any error. (Named as the run's error shows it.)"""
+
+
 class StepError(TideflowError):
     """A step failed for good; raised inside the handler where it can be caught.
 
@@ -106,14 +110,3 @@ class StepError(TideflowError):
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "message": self.message, "stack": self.stack}
-
-
-def error_dict(exc: BaseException) -> dict[str, Any]:
-    """The stored shape of an error: `{"name", "message", "stack"}`."""
-    if isinstance(exc, StepError):
-        return exc.to_dict()
-    message = getattr(exc, "message", None)
-    if not isinstance(message, str):
-        message = str(exc)
-    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"name": type(exc).__name__, "message": message, "stack": stack}

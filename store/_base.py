@@ -5,6 +5,9 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from tideflow._core import protocol
+from tideflow._core.protocol import ErrorInfo
+
 from ._models import (
     Applied,
     Change,
@@ -100,11 +103,27 @@ class Store(abc.ABC):
         *,
         steps: Sequence[StepRecord],
         events: Sequence[EventRecord],
-        outcome: dict[str, Any],
+        outcome: protocol.Outcome,
         now: int,
     ) -> bool:
-        """Records the steps a job executed, the events it sent, and its outcome, if `owner`
-        still holds the lease. A step already Completed or Failed keeps its first result."""
+        """Records the steps a job executed, the events it sent, and its outcome, atomically, if
+        `owner` still holds the lease (False if not: a cancelled run has no jobs, and a lapsed
+        lease may have gone to another worker). A step already Completed or Failed keeps its
+        first result; an event already stored is kept. Idempotent."""
+
+    @abc.abstractmethod
+    async def checkpoint_job(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        steps: Sequence[StepRecord],
+        events: Sequence[EventRecord],
+        lease_until: int,
+    ) -> bool:
+        """Records finished steps and the events they sent while the job goes on, atomically,
+        and extends the lease to `lease_until` (never shortens it), if `owner` still holds it;
+        False if not. The same rules as `finish_job` for steps already recorded. Idempotent."""
 
     # Jobs: the scheduler's side
 
@@ -171,9 +190,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def cancel_run(
-        self, run_id: str, events: Sequence[EventRecord], now: int
+        self, run_id: str, events: Sequence[EventRecord], error: ErrorInfo, now: int
     ) -> tuple[RunRecord | None, Applied]:
-        """Cancels a run that has not ended (storing `events`); `done` False if it had ended."""
+        """Cancels a run that has not ended, with `error`, storing `events`: in one transaction
+        its waits, timers and jobs go (a worker holding its job loses the lease). Returns the
+        run after it (None if unknown); `done` False if it had ended; `cancelled` names it."""
 
     @abc.abstractmethod
     async def resolve_signal(self, signal: str, data: Any, now: int) -> tuple[str | None, Applied]:

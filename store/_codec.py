@@ -7,6 +7,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tideflow._core import protocol
+
 from . import _models as m
 
 
@@ -16,6 +18,23 @@ def dumps(value: Any) -> str | None:
 
 def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def error_text(error: protocol.ErrorInfo | None) -> str | None:
+    return None if error is None else dumps(error.to_dict())
+
+
+def error(text: str | None) -> protocol.ErrorInfo | None:
+    return None if text is None else protocol.ErrorInfo.from_dict(json.loads(text))
+
+
+def outcome(row: Mapping[str, Any]) -> protocol.Outcome:
+    """A job's written outcome; one that cannot be read fails its run rather than the batch."""
+    try:
+        return protocol.decode(loads(row["outcome"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        error = protocol.ErrorInfo("EngineError", f"unreadable job outcome: {exc!r}")
+        return protocol.Failed(error)
 
 
 def event_params(event: m.EventRecord) -> dict[str, Any]:
@@ -41,7 +60,7 @@ def step_params(run_id: str, step: m.StepRecord) -> dict[str, Any]:
         "status": step.status,
         "attempt": step.attempt,
         "output": dumps(step.output),
-        "error": dumps(step.error),
+        "error": error_text(step.error),
         "started_at": step.started_at,
         "ended_at": step.ended_at,
     }
@@ -94,7 +113,7 @@ def run(row: Mapping[str, Any]) -> m.RunRecord:
         events=loads(row["events"]),
         queued_at=row["queued_at"],
         output=loads(row["output"]),
-        error=loads(row["error"]),
+        error=error(row["error"]),
         started_at=row["started_at"],
         ended_at=row["ended_at"],
         attempt=row["attempt"],
@@ -110,7 +129,7 @@ def step(row: Mapping[str, Any]) -> m.StepRecord:
         status=row["status"],
         attempt=row["attempt"],
         output=loads(row["output"]),
-        error=loads(row["error"]),
+        error=error(row["error"]),
         started_at=row["started_at"],
         ended_at=row["ended_at"],
     )

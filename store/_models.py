@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tideflow._core import protocol
+from tideflow._core.protocol import ErrorInfo
+
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
     "Queued",
     "Running",
@@ -57,19 +60,58 @@ class EventRecord:
             received_at=received_at,
         )
 
+    @classmethod
+    def about_run(cls, name: str, run: RunRecord, now: int, **extra: Any) -> EventRecord:
+        """A `tideflow/function.*` event about `run`, once per (run, name)."""
+        from tideflow._core.ids import derived_id
+
+        data = {
+            "function_id": run.function_id,
+            "run_id": run.run_id,
+            "event": run.events[0],
+            **extra,
+        }
+        return cls(
+            internal_id=derived_id(run.run_id, name), name=name, data=data, ts=now, received_at=now
+        )
+
+    @classmethod
+    def targeted(
+        cls,
+        name: str,
+        data: Any,
+        *,
+        internal_id: str,
+        function_id: str,
+        now: int,
+        parent: dict[str, Any] | None = None,
+        ts: int | None = None,
+    ) -> EventRecord:
+        """An event addressed to one function (an invocation, a cron tick)."""
+        return cls(
+            internal_id=internal_id,
+            name=name,
+            data=data,
+            ts=now if ts is None else ts,
+            received_at=now,
+            target={"function_id": function_id, "parent": parent},
+        )
+
     def wire(self) -> dict[str, Any]:
-        """The event as published to the events exchange."""
-        record: dict[str, Any] = {"internal_id": self.internal_id, **self.payload()}
+        """The event as published to the events exchange (its `id` only if the sender gave
+        one: it is the deduplication key)."""
+        record: dict[str, Any] = {"internal_id": self.internal_id, **self.payload(), "id": self.id}
         if self.target is not None:
             record["target"] = self.target
         return record
 
     def payload(self) -> dict[str, Any]:
-        """The event as a handler and an expression see it."""
+        """The event as a handler and an expression see it: its `id` is the sender's, or else
+        the engine's own (the one `POST /e` answered)."""
         return {
             "name": self.name,
             "data": self.data,
-            "id": self.id,
+            "id": self.id or self.internal_id,
             "ts": self.ts,
             "user": self.user,
             "v": self.v,
@@ -86,7 +128,7 @@ class RunRecord:
     events: list[dict[str, Any]]
     queued_at: int
     output: Any = None
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
     started_at: int | None = None
     ended_at: int | None = None
     attempt: int = 0
@@ -99,7 +141,7 @@ class RunRecord:
             "event_id": self.event_id,
             "status": self.status,
             "output": self.output,
-            "error": self.error,
+            "error": None if self.error is None else self.error.to_dict(),
             "run_started_at": _iso(self.started_at),
             "ended_at": _iso(self.ended_at),
         }
@@ -113,7 +155,7 @@ class StepRecord:
     status: str
     attempt: int = 0
     output: Any = None
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
     started_at: int | None = None
     ended_at: int | None = None
 
@@ -125,7 +167,7 @@ class StepRecord:
             "status": self.status,
             "attempt": self.attempt,
             "output": self.output,
-            "error": self.error,
+            "error": None if self.error is None else self.error.to_dict(),
             "started_at": _iso(self.started_at),
             "ended_at": _iso(self.ended_at),
         }
@@ -153,7 +195,7 @@ class RunState:
 class JobOutcome:
     job: JobRecord
     run: RunRecord
-    outcome: dict[str, Any]
+    outcome: protocol.Outcome
 
 
 @dataclasses.dataclass
@@ -204,7 +246,7 @@ class ResolveStep:
     run_id: str
     step_hash: str
     output: Any = None
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
     require_wait: bool = True
 
 
@@ -245,7 +287,9 @@ class FinishRun:
     run_id: str
     status: str
     output: Any = None
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    parent_run_id: str | None = None
+    """The run that invoked this one, if any: its step is resolved too (and its row locked)."""
 
 
 @dataclasses.dataclass
@@ -273,12 +317,15 @@ class Applied:
 
     jobs: list[JobRecord] = dataclasses.field(default_factory=list)
     events: list[EventRecord] = dataclasses.field(default_factory=list)
+    cancelled: list[RunRecord] = dataclasses.field(default_factory=list)
+    """Runs cancelled: their workers are told to stop starting steps."""
     done: bool = True
     """False when the guard refused it: already applied elsewhere, or no longer valid."""
 
     def extend(self, other: Applied) -> None:
         self.jobs.extend(other.jobs)
         self.events.extend(other.events)
+        self.cancelled.extend(other.cancelled)
 
 
 def _iso(ms: int | None) -> str | None:

@@ -1,20 +1,50 @@
 """The store's verbs, written once over named queries; each SQL backend supplies its
-connection handling and its own SQL file."""
+connection handling and its own SQL file.
+
+Lock order. Every transaction takes its row locks in one order, so two of them can wait for
+each other but never deadlock:
+
+1. runs: the rows of every run the transaction changes, all at once, sorted by run id
+   (`lock_runs`; a worker's job claim locks its run the same way before its job);
+2. event keys (deduplication), sorted by key (`lock_event_keys`);
+3. then anything else: events, steps, waits, timers, jobs.
+
+Rows that belong to no run are claimed with SKIP LOCKED (due timers, stale jobs) or locked on
+their own in a transaction of their own (a job's checkpoint and finish, which touch its job,
+steps and events only). A change for a run that has already ended is dropped, with a debug
+line: a late outcome, wait or timer of a cancelled run leaves nothing behind.
+"""
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from tideflow._core import protocol
 from tideflow._core.ids import new_id
 
 from . import _codec as codec
 from . import _models as m
 from ._base import Store
 
+logger = logging.getLogger(__name__)
+
 DEDUP_WINDOW_MS = 24 * 3600 * 1000
+_RUN_SCOPED = (m.ResolveStep, m.AddWait, m.ScheduleRetry, m.Dispatch, m.FinishRun)
+
+
+def touched_runs(changes: Sequence[m.Change]) -> set[str]:
+    """The runs whose rows these changes lock (the parent of a run they finish, too)."""
+    runs: set[str] = set()
+    for change in changes:
+        if isinstance(change, _RUN_SCOPED):
+            runs.add(change.run_id)
+        if isinstance(change, m.FinishRun) and change.parent_run_id is not None:
+            runs.add(change.parent_run_id)
+    return runs
 
 
 class Tx(Protocol):
@@ -24,6 +54,9 @@ class Tx(Protocol):
 
 
 class SqlStore(Store, abc.ABC):
+    locks_rows = True
+    """False for a backend whose writers are serialised whole (SQLite): no row lock to take."""
+
     @abc.abstractmethod
     def _transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """One transaction: committed when the block ends, rolled back if it raises."""
@@ -68,6 +101,10 @@ class SqlStore(Store, abc.ABC):
     ) -> m.Applied:
         applied = m.Applied()
         async with self._transaction() as tx:
+            runs = await self._lock_runs(tx, [c for _, changes in batch for c in changes])
+            keys = sorted({event.id for event, _ in batch if event.id is not None})
+            if keys and self.locks_rows:
+                await tx.execute("lock_event_keys", {"ids": keys})
             for event, changes in batch:
                 # Stored, or found unprocessed, and marked processed at once: the row lock
                 # makes a concurrent processor of the same event wait, then find nothing to do.
@@ -76,7 +113,7 @@ class SqlStore(Store, abc.ABC):
                 if await self._is_duplicate(tx, event, now):
                     await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
                 else:
-                    applied.extend(await self._apply(tx, changes, now))
+                    applied.extend(await self._apply(tx, changes, now, runs))
         return applied
 
     async def _is_duplicate(self, tx: Tx, event: m.EventRecord, now: int) -> bool:
@@ -156,25 +193,41 @@ class SqlStore(Store, abc.ABC):
         *,
         steps: Sequence[m.StepRecord],
         events: Sequence[m.EventRecord],
-        outcome: dict[str, Any],
+        outcome: protocol.Outcome,
         now: int,
     ) -> bool:
         params = {
+            **self._job_writes(job_id, owner, steps, events),
+            "outcome": codec.dumps(protocol.encode(outcome)),
+            "now": now,
+        }
+        async with self._autocommit() as tx:
+            return bool(await tx.fetch("finish_job", params))
+
+    async def checkpoint_job(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        steps: Sequence[m.StepRecord],
+        events: Sequence[m.EventRecord],
+        lease_until: int,
+    ) -> bool:
+        params = {**self._job_writes(job_id, owner, steps, events), "lease_until": lease_until}
+        async with self._autocommit() as tx:
+            return bool(await tx.fetch("checkpoint_job", params))
+
+    @staticmethod
+    def _job_writes(
+        job_id: str, owner: str, steps: Sequence[m.StepRecord], events: Sequence[m.EventRecord]
+    ) -> dict[str, Any]:
+        # One statement writes them all, so it needs no transaction around it.
+        return {
             "job_id": job_id,
             "owner": owner,
-            "outcome": codec.dumps(outcome),
-            "now": now,
             "steps": codec.dumps([codec.step_params("", step) for step in codec.folded(steps)]),
+            "events": codec.dumps([codec.event_params(event) for event in events]),
         }
-        # One statement records the outcome and the steps, so without events to store as
-        # well it needs no transaction around it.
-        block = self._transaction() if events else self._autocommit()
-        async with block as tx:
-            if not await tx.fetch("finish_job", params):
-                return False
-            for event in events:
-                await tx.execute("insert_event", codec.event_params(event))
-        return True
 
     # Scheduler side
 
@@ -183,11 +236,7 @@ class SqlStore(Store, abc.ABC):
             rows = await tx.fetch("select_job_outcomes", {"job_ids": list(job_ids)})
         by_id = {row["job_id"]: row for row in rows}
         return [
-            m.JobOutcome(
-                codec.joined_job(job_id, row),
-                codec.run(row),
-                codec.loads(row["outcome"]),
-            )
+            m.JobOutcome(codec.joined_job(job_id, row), codec.run(row), codec.outcome(row))
             for job_id in job_ids
             if (row := by_id.get(job_id)) is not None
         ]
@@ -197,9 +246,10 @@ class SqlStore(Store, abc.ABC):
     ) -> list[m.Applied]:
         results = []
         async with self._transaction() as tx:
+            runs = await self._lock_runs(tx, [c for _, changes in batch for c in changes])
             for job_id, changes in batch:
                 if await tx.execute("delete_done_job", {"job_id": job_id}):
-                    results.append(await self._apply(tx, changes, now))
+                    results.append(await self._apply(tx, changes, now, runs))
                 else:
                     results.append(m.Applied(done=False))
         return results
@@ -231,11 +281,12 @@ class SqlStore(Store, abc.ABC):
         self, timer: m.TimerRecord, owner: str, changes: Sequence[m.Change], now: int
     ) -> m.Applied:
         async with self._transaction() as tx:
+            runs = await self._lock_runs(tx, changes)
             if not await tx.execute(
                 "delete_claimed_timer", {"timer_id": timer.timer_id, "owner": owner}
             ):
                 return m.Applied(done=False)
-            return await self._apply(tx, changes, now)
+            return await self._apply(tx, changes, now, runs)
 
     async def add_timers(self, timers: Sequence[m.TimerRecord]) -> None:
         async with self._transaction() as tx:
@@ -265,44 +316,81 @@ class SqlStore(Store, abc.ABC):
         return [codec.step(row) for row in rows]
 
     async def cancel_run(
-        self, run_id: str, events: Sequence[m.EventRecord], now: int
+        self, run_id: str, events: Sequence[m.EventRecord], error: protocol.ErrorInfo, now: int
     ) -> tuple[m.RunRecord | None, m.Applied]:
+        before = await self.get_run(run_id)
+        if before is None:
+            return None, m.Applied(done=False)
+        parent = before.parent["run_id"] if before.parent else None
+        finish = m.FinishRun(run_id, m.CANCELLED, error=error, parent_run_id=parent)
+        changes: list[m.Change] = [finish, m.AddEvents(list(events))]
         async with self._transaction() as tx:
-            applied = await self._apply(
-                tx, [m.FinishRun(run_id, m.CANCELLED, error=None), m.AddEvents(list(events))], now
-            )
+            runs = await self._lock_runs(tx, changes)
+            applied = await self._apply(tx, changes, now, runs)
             rows = await tx.fetch("select_run", {"run_id": run_id})
+        if applied.done:
+            applied.cancelled.append(before)
         return (codec.run(rows[0]) if rows else None), applied
 
     async def resolve_signal(
         self, signal: str, data: Any, now: int
     ) -> tuple[str | None, m.Applied]:
+        async with self._autocommit() as tx:
+            waiting = await tx.fetch("select_signal_wait", {"signal": signal})
+        if not waiting:
+            return None, m.Applied(done=False)
+        run_id, step_hash = waiting[0]["run_id"], waiting[0]["step_hash"]
+        change = m.ResolveStep(run_id, step_hash, output=data)
         async with self._transaction() as tx:
-            rows = await tx.fetch("delete_signal_wait", {"signal": signal})
-            if not rows:
+            runs = await self._lock_runs(tx, [change])
+            # The wait may have gone (a timeout, another signal) while we took the lock.
+            if not await tx.fetch("delete_signal_wait", {"signal": signal}):
                 return None, m.Applied(done=False)
-            run_id = rows[0]["run_id"]
-            change = m.ResolveStep(run_id, rows[0]["step_hash"], output=data, require_wait=False)
-            return run_id, await self._apply(tx, [change], now)
+            change.require_wait = False
+            return run_id, await self._apply(tx, [change], now, runs)
 
     # Applying changes
 
-    async def _apply(self, tx: Tx, changes: Sequence[m.Change], now: int) -> m.Applied:
+    async def _lock_runs(self, tx: Tx, changes: Sequence[m.Change]) -> dict[str, str]:
+        """Locks the rows of the runs these changes touch (the lock order's first step) and
+        returns their statuses; a run not in the answer does not exist."""
+        return await self._lock_run_ids(tx, touched_runs(changes))
+
+    async def _lock_run_ids(self, tx: Tx, run_ids: set[str]) -> dict[str, str]:
+        if not run_ids:
+            return {}
+        rows = await tx.fetch("lock_runs", {"run_ids": sorted(run_ids)})
+        return {row["run_id"]: row["status"] for row in rows}
+
+    async def _apply(
+        self, tx: Tx, changes: Sequence[m.Change], now: int, runs: dict[str, str]
+    ) -> m.Applied:
+        """Applies changes whose runs `_lock_runs` locked; `runs` is updated as they end."""
         applied = m.Applied()
         for change in changes:
+            if (
+                isinstance(change, _RUN_SCOPED)
+                and runs.get(change.run_id, m.CANCELLED) in m.TERMINAL
+            ):
+                logger.debug(
+                    "dropping %s for run %s, which has ended", type(change).__name__, change.run_id
+                )
+                if isinstance(change, m.FinishRun):
+                    applied.done = False
+                continue
             match change:
                 case m.CreateRun():
-                    await self._create_run(tx, change, now, applied)
+                    await self._create_run(tx, change, now, applied, runs)
                 case m.ResolveStep():
                     await self._resolve_step(tx, change, now, applied)
                 case m.AddWait():
-                    await self._add_wait(tx, change, now, applied)
+                    await self._add_wait(tx, change, now, applied, runs)
                 case m.ScheduleRetry():
                     await self._schedule_retry(tx, change)
                 case m.Dispatch():
                     await self._dispatch(tx, change.run_id, change.attempt, now, applied)
                 case m.FinishRun():
-                    await self._finish_run(tx, change, now, applied)
+                    await self._finish_run(tx, change, now, applied, runs)
                 case m.AddEvents():
                     await self._add_events(tx, change, applied)
                 case m.AddTimer():
@@ -321,7 +409,9 @@ class SqlStore(Store, abc.ABC):
             if rows and not rows[0]["processed"]:
                 applied.events.append(event)
 
-    async def _create_run(self, tx: Tx, change: m.CreateRun, now: int, applied: m.Applied) -> None:
+    async def _create_run(
+        self, tx: Tx, change: m.CreateRun, now: int, applied: m.Applied, runs: dict[str, str]
+    ) -> None:
         params = {
             "run_id": change.run_id,
             "function_id": change.function_id,
@@ -334,6 +424,8 @@ class SqlStore(Store, abc.ABC):
         # One statement: the run, and its first job only if the run is new.
         rows = await tx.fetch("insert_run", {**params, "job_id": new_id(now)})
         applied.jobs.extend(codec.job(row) for row in rows)
+        if rows:
+            runs[change.run_id] = m.QUEUED
 
     async def _dispatch(
         self, tx: Tx, run_id: str, attempt: int, now: int, applied: m.Applied
@@ -362,13 +454,15 @@ class SqlStore(Store, abc.ABC):
                 "hash": change.step_hash,
                 "status": status,
                 "output": codec.dumps(change.output),
-                "error": codec.dumps(change.error),
+                "error": codec.error_text(change.error),
                 "now": now,
             },
         )
         await self._dispatch(tx, change.run_id, 0, now, applied)
 
-    async def _add_wait(self, tx: Tx, change: m.AddWait, now: int, applied: m.Applied) -> None:
+    async def _add_wait(
+        self, tx: Tx, change: m.AddWait, now: int, applied: m.Applied, runs: dict[str, str]
+    ) -> None:
         if not await tx.execute(
             "insert_step_if_absent", codec.step_params(change.run_id, change.step)
         ):
@@ -376,11 +470,9 @@ class SqlStore(Store, abc.ABC):
         if change.wait is not None and not await tx.execute(
             "insert_wait", codec.wait_params(change.wait)
         ):
-            error = {
-                "name": "SignalTakenError",
-                "message": f"another run already waits on signal {change.wait.signal!r}",
-                "stack": None,
-            }
+            error = protocol.ErrorInfo(
+                "SignalTakenError", f"another run already waits on signal {change.wait.signal!r}"
+            )
             resolve = m.ResolveStep(
                 change.run_id, change.step.hash, error=error, require_wait=False
             )
@@ -404,27 +496,34 @@ class SqlStore(Store, abc.ABC):
             )
         await tx.execute("insert_timer", codec.timer_params(change.timer))
 
-    async def _finish_run(self, tx: Tx, change: m.FinishRun, now: int, applied: m.Applied) -> None:
+    async def _finish_run(
+        self, tx: Tx, change: m.FinishRun, now: int, applied: m.Applied, runs: dict[str, str]
+    ) -> None:
         params = {
             "run_id": change.run_id,
             "status": change.status,
             "output": codec.dumps(change.output),
-            "error": codec.dumps(change.error),
+            "error": codec.error_text(change.error),
             "now": now,
         }
         rows = await tx.fetch("finish_run", params)
         if not rows:
             applied.done = False
             return
+        runs[change.run_id] = change.status
         parent = codec.loads(rows[0]["parent"])
-        if parent:
+        if parent and parent["run_id"] not in runs:
+            # Not named by the change (`parent_run_id`), so not locked in order: lock it now.
+            runs.update(await self._lock_run_ids(tx, {parent["run_id"]}))
+        if parent and runs.get(parent["run_id"], m.CANCELLED) not in m.TERMINAL:
             resolve = m.ResolveStep(parent["run_id"], parent["step_hash"])
             if change.status == m.COMPLETED:
                 resolve.output = change.output
+            elif change.status == m.FAILED and change.error is not None:
+                resolve.error = change.error
             else:
-                resolve.error = change.error or {
-                    "name": "InvokeCancelledError",
-                    "message": f"invoked run {change.run_id} was {change.status.lower()}",
-                    "stack": None,
-                }
+                resolve.error = protocol.ErrorInfo(
+                    "InvokeCancelledError",
+                    f"invoked run {change.run_id} was {change.status.lower()}",
+                )
             await self._resolve_step(tx, resolve, now, applied)

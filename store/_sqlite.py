@@ -52,6 +52,8 @@ class SqliteStore(SqlStore):
     Transactions are serialised; good for one process (`tideflow dev`), not for a cluster.
     """
 
+    locks_rows = False
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.queries = load_queries("sqlite")

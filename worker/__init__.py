@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._executor import Execution, JobResult
+from ._checkpoint import Checkpointer
+from ._executor import Execution
 from ._worker import Worker
 
-__all__ = ["Execution", "JobResult", "Worker"]
+__all__ = ["Checkpointer", "Execution", "Worker"]

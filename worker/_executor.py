@@ -1,36 +1,30 @@
 """Replays a handler against a run's stored steps and runs what comes next, several steps in a
-row where it can (checkpointing), until the run must wait, retry, or has ended."""
+row where it can (checkpointing), until the run must wait, retry, has ended, or its job must
+hand it back."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import datetime
 import inspect
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from tideflow import _steps as steps
-from tideflow import errors
-from tideflow._context import Context, SyncContext
+from tideflow import Checkpointing, errors
+from tideflow._core import protocol
+from tideflow._core import replay as r
 from tideflow._core.durations import to_ms
-from tideflow._event import Event
-from tideflow._function import Function
-from tideflow._steps import Interrupt, Pass, PlannedOp, StoredStep
 from tideflow.store import models as m
+
+from ._checkpoint import Checkpointer
 
 logger = logging.getLogger(__name__)
 
-MAX_STEPS_PER_JOB = 100
+# Parallel branches (asyncio.gather) plan their steps in the loop turns after the first stops.
 _SETTLE_ROUNDS = 3
-
-
-@dataclasses.dataclass
-class JobResult:
-    steps: list[m.StepRecord] = dataclasses.field(default_factory=list)
-    events: list[m.EventRecord] = dataclasses.field(default_factory=list)
-    outcome: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _now_ms() -> int:
@@ -38,41 +32,63 @@ def _now_ms() -> int:
 
 
 class Execution:
-    def __init__(self, function: Function, state: m.RunState) -> None:
+    """One job's work on a run.
+
+    Args:
+        checkpointing: the function's policy; None runs one step (or parallel group) a job.
+        checkpointer: where finished steps go; it writes them as the policy says.
+        step_timeout_s: a step body running longer fails with `StepTimeout`.
+        should_stop: asked before each next step: true when the run was cancelled, the lease
+            was lost or the worker is shutting down; the job then hands the run back.
+    """
+
+    def __init__(
+        self,
+        function: r.Function,
+        state: m.RunState,
+        *,
+        checkpointing: Checkpointing | None,
+        checkpointer: Checkpointer,
+        step_timeout_s: float,
+        should_stop: Callable[[], bool],
+    ) -> None:
         self.function = function
         self.state = state
-        self.memo: dict[str, StoredStep] = {
-            key: StoredStep(step.status, step.output, step.error)
+        self._checkpointing = checkpointing
+        self._checkpointer = checkpointer
+        self._step_timeout_s = step_timeout_s
+        self._should_stop = should_stop
+        self.memo: dict[str, r.StoredStep] = {
+            key: r.StoredStep(step.status, step.output, _error_dict(step.error))
             for key, step in state.steps.items()
             if step.status in (m.COMPLETED, m.FAILED)
         }
-        self.result = JobResult()
 
-    async def execute(self) -> JobResult:
-        executed = 0
+    async def execute(self) -> protocol.Outcome:
+        runtime_ms = self._checkpointing.max_runtime_ms if self._checkpointing else 0
+        deadline = time.monotonic() + runtime_ms / 1000
+        has_run = False
         while True:
-            state = Pass(run_id=self.state.run.run_id, app_id=self.function.app_id, memo=self.memo)
+            state = r.Pass(
+                run_id=self.state.run.run_id, app_id=self.function.app_id, memo=self.memo
+            )
             finished = await self._replay(state)
             if finished is not None:
-                self.result.outcome = finished
-                return self.result
-            runnable = [op for op in state.planned if op.op in (steps.OP_RUN, steps.OP_SEND_EVENT)]
-            if not runnable:
-                self.result.outcome = {
-                    "kind": "ops",
-                    "ops": [op.to_report() for op in state.planned],
-                }
-                return self.result
-            if executed >= MAX_STEPS_PER_JOB:
-                self.result.outcome = {"kind": "continue"}
-                return self.result
-            retries = await self._run_steps(runnable)
-            executed += len(runnable)
+                return finished
+            local = [op for op in state.planned if op.is_local]
+            if not local:
+                return protocol.Suspended(tuple(op.request() for op in state.planned))
+            if has_run and (time.monotonic() >= deadline or self._must_stop()):
+                return protocol.Continue()
+            retries = await self._run_steps(local)
+            has_run = True
             if retries:
-                self.result.outcome = {"kind": "step_retry", "steps": retries}
-                return self.result
+                return protocol.Retrying(tuple(retries))
 
-    async def _replay(self, state: Pass) -> dict[str, Any] | None:
+    def _must_stop(self) -> bool:
+        return self._checkpointer.is_lost or self._should_stop()
+
+    async def _replay(self, state: r.Pass) -> protocol.Outcome | None:
         """One pass of the handler: its outcome if it ended, None if it stopped at new steps."""
         ctx = self._context(state)
         try:
@@ -80,34 +96,30 @@ class Execution:
                 output = await self.function.handler(ctx)
             else:
                 output = await asyncio.to_thread(self.function.handler, ctx)
-        except Interrupt:
-            # Parallel branches (asyncio.gather) plan their steps in the next loop turns.
+        except r.Interrupt:
             for _ in range(_SETTLE_ROUNDS):
                 await asyncio.sleep(0)
             if state.fatal is not None:
-                return {"kind": "failed", "error": errors.error_dict(state.fatal)}
+                return protocol.Failed(protocol.ErrorInfo.from_exception(state.fatal))
             return None
         except (errors.NonRetriableError, errors.StepError) as exc:
-            return {"kind": "failed", "error": errors.error_dict(exc)}
+            return protocol.Failed(protocol.ErrorInfo.from_exception(exc))
         except Exception as exc:  # noqa: BLE001 - any handler error is the run's error
-            outcome: dict[str, Any] = {"kind": "error", "error": errors.error_dict(exc)}
-            if isinstance(exc, errors.RetryAfterError):
-                outcome["retry_after_ms"] = _retry_after_ms(exc)
-            return outcome
+            retry_after_ms = (
+                _retry_after_ms(exc) if isinstance(exc, errors.RetryAfterError) else None
+            )
+            return protocol.Errored(protocol.ErrorInfo.from_exception(exc), retry_after_ms)
         if state.fatal is not None:
-            return {"kind": "failed", "error": errors.error_dict(state.fatal)}
+            return protocol.Failed(protocol.ErrorInfo.from_exception(state.fatal))
         problem = _output_problem(output, "the handler's return value")
         if problem is not None:
-            return {
-                "kind": "failed",
-                "error": {"name": "OutputError", "message": problem, "stack": None},
-            }
-        return {"kind": "completed", "output": output}
+            return protocol.Failed(protocol.ErrorInfo("OutputError", problem))
+        return protocol.Completed(output)
 
-    def _context(self, state: Pass) -> Context:
+    def _context(self, state: r.Pass) -> r.Context:
         run = self.state.run
         events = [self._event(payload) for payload in run.events]
-        context_class = Context if self.function.is_async else SyncContext
+        context_class = r.Context if self.function.is_async else r.SyncContext
         return context_class(
             event=events[0],
             events=events,
@@ -117,32 +129,39 @@ class Execution:
             logger=self.function.logger,
         )
 
-    def _event(self, payload: dict[str, Any]) -> Event:
-        event = Event.model_validate(payload)
+    def _event(self, payload: dict[str, Any]) -> r.Event:
+        event = r.Event.model_validate(payload)
         model = self.function.schemas.get(event.name)
         if model is None:
             return event
         return event.model_copy(update={"data": model.model_validate(event.data)})
 
-    async def _run_steps(self, ops: list[PlannedOp]) -> list[dict[str, Any]]:
+    async def _run_steps(self, ops: list[r.PlannedOp]) -> list[protocol.StepRetry]:
         results = await asyncio.gather(*(self._run_step(op) for op in ops))
         return [retry for retry in results if retry is not None]
 
-    async def _run_step(self, op: PlannedOp) -> dict[str, Any] | None:
+    async def _run_step(self, op: r.PlannedOp) -> protocol.StepRetry | None:
         """Runs one step; returns a retry request if it failed and has attempts left."""
         started = _now_ms()
-        if op.op == steps.OP_SEND_EVENT:
+        if op.op == protocol.OP_SEND_EVENT:
             self._send_events(op, started)
             return None
         previous = self.state.steps.get(op.hash)
         attempt = previous.attempt if previous is not None else 0
-        token = steps.current_step_attempt.set(attempt)
+        token = r.current_step_attempt.set(attempt)
+        deadline = asyncio.timeout(self._step_timeout_s)
         try:
-            output = await _call(op)
+            async with deadline:
+                output = await _call(op)
         except Exception as exc:  # noqa: BLE001 - a step's error is recorded, retried or raised as StepError
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                exc = errors.StepTimeout(
+                    f"step {op.name!r} was still running after {self._step_timeout_s:g}s "
+                    "(TIDEFLOW_STEP_TIMEOUT_S)"
+                )
             return self._step_failed(op, exc, attempt, started)
         finally:
-            steps.current_step_attempt.reset(token)
+            r.current_step_attempt.reset(token)
         problem = _output_problem(output, f"step {op.name!r} output")
         if problem is not None:
             return self._step_failed(op, errors.NonRetriableError(problem), attempt, started)
@@ -150,58 +169,53 @@ class Execution:
         return None
 
     def _step_failed(
-        self, op: PlannedOp, exc: Exception, attempt: int, started: int
-    ) -> dict[str, Any] | None:
-        error = errors.error_dict(exc)
+        self, op: r.PlannedOp, exc: Exception, attempt: int, started: int
+    ) -> protocol.StepRetry | None:
+        error = protocol.ErrorInfo.from_exception(exc)
         if isinstance(exc, errors.NonRetriableError) or attempt >= self.function.retries:
             self._record(op, m.FAILED, attempt, started, error=error)
             return None
-        retry: dict[str, Any] = {
-            "hash": op.hash,
-            "name": op.name,
-            "attempt": attempt,
-            "error": error,
-            "started_at": started,
-        }
-        if isinstance(exc, errors.RetryAfterError):
-            retry["retry_after_ms"] = _retry_after_ms(exc)
-        return retry
+        retry_after_ms = _retry_after_ms(exc) if isinstance(exc, errors.RetryAfterError) else None
+        return protocol.StepRetry(op.hash, op.name, attempt, error, started, retry_after_ms)
 
-    def _send_events(self, op: PlannedOp, started: int) -> None:
+    def _send_events(self, op: r.PlannedOp, started: int) -> None:
         now = _now_ms()
-        ids = []
-        for record in op.opts["events"]:
-            ids.append(record["internal_id"])
-            self.result.events.append(m.EventRecord.from_wire(record, now))
-        self._record(op, m.COMPLETED, 0, started, output=ids)
+        events = [m.EventRecord.from_wire(record, now) for record in op.events]
+        self._record(
+            op, m.COMPLETED, 0, started, output=[e.internal_id for e in events], events=events
+        )
 
     def _record(
         self,
-        op: PlannedOp,
+        op: r.PlannedOp,
         status: str,
         attempt: int,
         started: int,
         *,
         output: Any = None,
-        error: Any = None,
+        error: protocol.ErrorInfo | None = None,
+        events: list[m.EventRecord] | None = None,
     ) -> None:
-        self.memo[op.hash] = StoredStep(status, output, error)
-        self.result.steps.append(
-            m.StepRecord(
-                hash=op.hash,
-                name=op.name,
-                op=op.op,
-                status=status,
-                attempt=attempt,
-                output=output,
-                error=error,
-                started_at=started,
-                ended_at=_now_ms(),
-            )
+        self.memo[op.hash] = r.StoredStep(status, output, _error_dict(error))
+        step = m.StepRecord(
+            hash=op.hash,
+            name=op.name,
+            op=op.op,
+            status=status,
+            attempt=attempt,
+            output=output,
+            error=error,
+            started_at=started,
+            ended_at=_now_ms(),
         )
+        self._checkpointer.add(step, events or [])
 
 
-async def _call(op: PlannedOp) -> Any:
+def _error_dict(error: protocol.ErrorInfo | None) -> dict[str, Any] | None:
+    return None if error is None else error.to_dict()
+
+
+async def _call(op: r.PlannedOp) -> Any:
     assert op.handler is not None
     if inspect.iscoroutinefunction(op.handler):
         result = await op.handler(*op.args)
@@ -217,14 +231,12 @@ def _output_problem(value: Any, what: str) -> str | None:
         size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
     except (TypeError, ValueError) as exc:
         return f"{what} is not JSON-serialisable: {exc}"
-    if size > steps.MAX_STEP_OUTPUT_BYTES:
-        return f"{what} is {size} bytes; the limit is {steps.MAX_STEP_OUTPUT_BYTES} (4 MiB)"
+    if size > r.MAX_STEP_OUTPUT_BYTES:
+        return f"{what} is {size} bytes; the limit is {r.MAX_STEP_OUTPUT_BYTES} (4 MiB)"
     return None
 
 
 def _retry_after_ms(exc: errors.RetryAfterError) -> int:
-    import datetime
-
     value = exc.retry_after
     if isinstance(value, datetime.datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)

@@ -1,17 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 
-from tideflow import _function as fn
-from tideflow import errors
+from tideflow import Function, Settings, errors
+from tideflow._core import protocol
 from tideflow._core.ids import new_id
-from tideflow._settings import Settings
 from tideflow.broker import (
     Broker,
+    CancelNotice,
     Delivery,
     JobMessage,
     OutcomeMessage,
@@ -23,13 +24,22 @@ from tideflow.store import Store
 from tideflow.store import models as m
 
 from . import _metrics
-from ._executor import Execution, JobResult
+from ._checkpoint import Checkpointer
+from ._executor import Execution
 
 logger = logging.getLogger(__name__)
+
+# Cancelled runs remembered for their notices; a run still running past this many later
+# cancellations is stopped by its next write instead.
+_REMEMBERED_CANCELS = 10_000
 
 
 class Worker:
     """Pulls step jobs of its apps' functions, runs them, and writes their results.
+
+    Shutdown (`stop` set): it takes no new job, lets running jobs finish their current steps
+    (no new step starts) for up to `TIDEFLOW_SHUTDOWN_GRACE_S`, then abandons what still runs:
+    nothing of an abandoned job is written, its lease lapses and the job runs elsewhere.
 
     Args:
         functions: the functions this worker can run (of one or more apps).
@@ -42,7 +52,7 @@ class Worker:
         store: Store,
         broker: Broker,
         settings: Settings,
-        functions: Sequence[fn.Function],
+        functions: Sequence[Function],
         concurrency: int = 10,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -52,18 +62,21 @@ class Worker:
         self._broker = broker
         self._settings = settings
         self._functions = {function.id: function for function in functions}
+        self._apps = sorted({function.app_id for function in functions})
         self._concurrency = concurrency
         self._clock = clock
         self._owner = f"worker-{new_id()}"
         self._seal = Seal(settings.signing_key)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._stopping = False
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     async def register(self) -> None:
         """Tells the scheduler (through the store) which functions exist, and their triggers."""
-        by_app: dict[str, list[fn.Function]] = {}
+        by_app: dict[str, list[Function]] = {}
         for function in self._functions.values():
             by_app.setdefault(function.app_id, []).append(function)
         for app_id, functions in by_app.items():
@@ -78,21 +91,38 @@ class Worker:
             logger.info("registered %d functions of app %s", len(functions), app_id)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Registers, then runs jobs until `stop` is set; jobs in hand finish first."""
+        """Registers, then runs jobs until `stop` is set, then drains (see the class)."""
         await self.register()
-        apps = sorted({function.app_id for function in self._functions.values()})
+        listener = asyncio.create_task(self._listen_for_cancels(), name="tideflow-cancels")
         consumers = [
             asyncio.create_task(self._consume(app_id), name=f"tideflow-worker-{app_id}")
-            for app_id in apps
+            for app_id in self._apps
         ]
         try:
             await stop.wait()
         finally:
+            self._stopping = True
             for consumer in consumers:
                 consumer.cancel()
             await asyncio.gather(*consumers, return_exceptions=True)
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=self._settings.lease_s)
+            await self._drain()
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        logger.info(
+            "waiting up to %gs for %d jobs", self._settings.shutdown_grace_s, len(self._tasks)
+        )
+        _, running = await asyncio.wait(self._tasks, timeout=self._settings.shutdown_grace_s)
+        if running:
+            logger.warning(
+                "abandoning %d jobs still running; their leases will lapse", len(running)
+            )
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _consume(self, app_id: str) -> None:
         slots = asyncio.Semaphore(self._concurrency)
@@ -111,6 +141,28 @@ class Worker:
                 logger.warning("consuming jobs of %s failed (%s); reconnecting", app_id, exc)
                 await asyncio.sleep(1.0)
 
+    async def _listen_for_cancels(self) -> None:
+        keys = [topology.cancel_key(app_id) for app_id in self._apps]
+        while True:
+            try:
+                async for notice in self._broker.subscribe(topology.BROADCAST_EXCHANGE, keys):
+                    self._note_cancelled(notice)
+                return
+            except errors.BrokerError as exc:
+                logger.warning("listening for cancellations failed (%s); again", exc)
+                await asyncio.sleep(1.0)
+
+    def _note_cancelled(self, notice: Delivery) -> None:
+        try:
+            message = CancelNotice.decode(notice.body, self._seal)
+        except (ValueError, TypeError, errors.SignatureError) as exc:
+            logger.warning("ignoring a message that is not a cancel notice: %s", exc)
+            return
+        for run_id in message.run_ids:
+            self._cancelled[run_id] = None
+        while len(self._cancelled) > _REMEMBERED_CANCELS:
+            self._cancelled.popitem(last=False)
+
     async def _handle(self, delivery: Delivery) -> None:
         try:
             message = JobMessage.decode(delivery.body, self._seal)
@@ -128,6 +180,11 @@ class Worker:
             await asyncio.sleep(0.5)
             await delivery.requeue()
             return
+        except asyncio.CancelledError:
+            # Abandoned at shutdown: the message goes back; the job runs again once the lease
+            # has lapsed.
+            await asyncio.shield(delivery.requeue())
+            raise
         except Exception:  # the sweeper re-dispatches the job if it is still due
             logger.exception("running job %s failed", message.job_id)
         await delivery.ack()
@@ -139,55 +196,95 @@ class Worker:
         if state is None:
             return
         function = self._functions.get(state.run.function_id)
+        checkpointer = self._checkpointer(message.job_id, function, lease_ms)
         renewal = asyncio.create_task(self._renew(message.job_id, lease_ms), name="tideflow-lease")
         try:
             with _metrics.JOB_SECONDS.time():
-                result = await self._execute(function, state)
+                outcome = await self._execute(function, state, checkpointer)
+            steps, events = await checkpointer.take_rest()
+        except BaseException:
+            await checkpointer.abandon()
+            raise
         finally:
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
-        _metrics.JOBS.labels(result.outcome.get("kind", "unknown")).inc()
-        for step in result.steps:
-            _metrics.STEPS.labels(step.status).inc()
+        _metrics.JOBS.labels(outcome.kind).inc()
         written = await self._store.finish_job(
             message.job_id,
             self._owner,
-            steps=result.steps,
-            events=result.events,
-            outcome=result.outcome,
+            steps=steps,
+            events=events,
+            outcome=outcome,
             now=self.now_ms(),
         )
         if not written:
-            logger.warning("lost the lease of job %s; its result is dropped", message.job_id)
+            logger.info(
+                "job %s lost its lease (run cancelled, or lapsed); its result is dropped",
+                message.job_id,
+            )
             return
         try:
-            if result.events:
-                await publish_events(self._broker, [event.wire() for event in result.events])
+            await self._announce(events)
             await self._broker.publish([OutcomeMessage(message.job_id).to_message(self._seal)])
         except errors.BrokerError as exc:
             logger.warning("could not report job %s (%s); the sweeper will", message.job_id, exc)
 
-    async def _execute(self, function: fn.Function | None, state: m.RunState) -> JobResult:
+    def _checkpointer(self, job_id: str, function: Function | None, lease_ms: int) -> Checkpointer:
+        policy = function.checkpointing if function is not None else None
+
+        async def write(steps: list[m.StepRecord], events: list[m.EventRecord]) -> bool:
+            written = await self._store.checkpoint_job(
+                job_id,
+                self._owner,
+                steps=steps,
+                events=events,
+                lease_until=self.now_ms() + lease_ms,
+            )
+            if written:
+                with contextlib.suppress(errors.BrokerError):
+                    await self._announce(events)
+            return written
+
+        return Checkpointer(
+            write,
+            buffered_steps=policy.buffered_steps if policy is not None else None,
+            max_interval_ms=policy.max_interval_ms if policy is not None else 0,
+        )
+
+    async def _announce(self, events: Sequence[m.EventRecord]) -> None:
+        if events:
+            await publish_events(self._broker, [event.wire() for event in events])
+
+    async def _execute(
+        self, function: Function | None, state: m.RunState, checkpointer: Checkpointer
+    ) -> protocol.Outcome:
         if function is None:
-            error = {
-                "name": "FunctionNotFoundError",
-                "message": f"this worker has no function {state.run.function_id!r}",
-                "stack": None,
-            }
-            return JobResult(outcome={"kind": "failed", "error": error})
+            error = protocol.ErrorInfo(
+                "FunctionNotFoundError", f"this worker has no function {state.run.function_id!r}"
+            )
+            return protocol.Failed(error)
+        run_id = state.run.run_id
+        execution = Execution(
+            function,
+            state,
+            checkpointing=function.checkpointing,
+            checkpointer=checkpointer,
+            step_timeout_s=self._settings.step_timeout_s,
+            should_stop=lambda: self._stopping or run_id in self._cancelled,
+        )
         try:
-            return await Execution(function, state).execute()
+            return await execution.execute()
         except Exception as exc:
-            logger.exception("executing run %s failed", state.run.run_id)
-            return JobResult(outcome={"kind": "error", "error": errors.error_dict(exc)})
+            logger.exception("executing run %s failed", run_id)
+            return protocol.Errored(protocol.ErrorInfo.from_exception(exc))
 
     async def _renew(self, job_id: str, lease_ms: int) -> None:
         while True:
             await asyncio.sleep(lease_ms / 3000)
             try:
                 if not await self._store.renew_lease(job_id, self._owner, self.now_ms() + lease_ms):
-                    logger.warning("lease of job %s was lost", job_id)
+                    logger.info("job %s lost its lease (run cancelled, or lapsed)", job_id)
                     return
             except errors.StoreError as exc:
                 logger.warning("could not renew the lease of job %s: %s", job_id, exc)

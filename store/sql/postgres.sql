@@ -197,11 +197,16 @@ ON CONFLICT DO NOTHING
 RETURNING job_id, run_id, function_id, app_id, attempt
 
 -- name: claim_job
--- A concurrent claim waits on the job's row lock, then re-checks the condition on the new
--- version. The main query sees the run as it was before `started`, hence the CASE.
-WITH claimed AS (
+-- Locks the run first (the lock order), then leases the job. A concurrent claim waits on the
+-- locks, then re-checks the condition on the new version. The main query sees the run as it
+-- was before `started`, hence the CASE.
+WITH locked AS (
+    SELECT runs.run_id FROM runs JOIN jobs ON jobs.run_id = runs.run_id
+    WHERE jobs.job_id = %(job_id)s
+    FOR UPDATE OF runs
+), claimed AS (
     UPDATE jobs SET status = 'leased', lease_owner = %(owner)s, lease_until = %(lease_until)s
-    WHERE job_id = %(job_id)s
+    WHERE job_id = %(job_id)s AND run_id IN (SELECT run_id FROM locked)
       AND (status = 'queued' OR (status = 'leased' AND lease_until < %(now)s))
     RETURNING run_id, attempt
 ), started AS (
@@ -233,17 +238,18 @@ UPDATE jobs SET lease_until = %(lease_until)s
 WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
 
 -- name: finish_job
--- The outcome and the steps in one statement, only if the lease is still held. A step already
--- Completed or Failed keeps its first result.
-WITH done AS (
+-- The outcome, the steps and the events they sent in one statement, only if the lease is still
+-- held (a cancelled run has no jobs left). A step already Completed or Failed keeps its first
+-- result.
+WITH held AS (
     UPDATE jobs SET status = 'done', outcome = %(outcome)s, done_at = %(now)s
     WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
     RETURNING run_id
 ), recorded AS (
     INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
-    SELECT done.run_id, s.hash, s.name, s.op, s.status, s.attempt, s.output, s.error,
+    SELECT held.run_id, s.hash, s.name, s.op, s.status, s.attempt, s.output, s.error,
            s.started_at, s.ended_at
-    FROM done, ROWS FROM (json_to_recordset(%(steps)s::json)
+    FROM held, ROWS FROM (json_to_recordset(%(steps)s::json)
         AS (hash text, name text, op text, status text, attempt int, output text, error text,
             started_at bigint, ended_at bigint)) WITH ORDINALITY AS s
     ORDER BY s.ordinality
@@ -252,8 +258,59 @@ WITH done AS (
         error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
         ended_at = excluded.ended_at
     WHERE steps.status NOT IN ('Completed', 'Failed')
+), sent AS (
+    INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
+    SELECT e.internal_id, e.id, e.name, e.data, e.ts, e.user_data, e.v, e.target, e.received_at
+    FROM held, json_to_recordset(%(events)s::json)
+        AS e(internal_id text, id text, name text, data text, ts bigint, user_data text, v text,
+             target text, received_at bigint)
+    ON CONFLICT (internal_id) DO NOTHING
 )
-SELECT run_id FROM done
+SELECT run_id FROM held
+
+-- name: checkpoint_job
+-- A job's finished steps, written while it runs its next ones; extends the lease, whose row lock
+-- orders this write after a concurrent claim or cancel.
+WITH held AS (
+    UPDATE jobs SET lease_until = GREATEST(lease_until, %(lease_until)s)
+    WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
+    RETURNING run_id
+), recorded AS (
+    INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+    SELECT held.run_id, s.hash, s.name, s.op, s.status, s.attempt, s.output, s.error,
+           s.started_at, s.ended_at
+    FROM held, ROWS FROM (json_to_recordset(%(steps)s::json)
+        AS (hash text, name text, op text, status text, attempt int, output text, error text,
+            started_at bigint, ended_at bigint)) WITH ORDINALITY AS s
+    ORDER BY s.ordinality
+    ON CONFLICT (run_id, hash) DO UPDATE
+    SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
+        error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
+        ended_at = excluded.ended_at
+    WHERE steps.status NOT IN ('Completed', 'Failed')
+), sent AS (
+    INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
+    SELECT e.internal_id, e.id, e.name, e.data, e.ts, e.user_data, e.v, e.target, e.received_at
+    FROM held, json_to_recordset(%(events)s::json)
+        AS e(internal_id text, id text, name text, data text, ts bigint, user_data text, v text,
+             target text, received_at bigint)
+    ON CONFLICT (internal_id) DO NOTHING
+)
+SELECT run_id FROM held
+
+-- name: lock_runs
+-- Lock order (see store/_sql.py): a transaction that changes runs locks their rows first, all at
+-- once and sorted, before any step, wait, timer, job or event row.
+SELECT run_id, status FROM runs WHERE run_id = ANY(%(run_ids)s) ORDER BY run_id FOR UPDATE
+
+-- name: lock_event_keys
+-- Event keys next, sorted: two replicas deduplicating overlapping ids lock them in one order.
+INSERT INTO event_keys (id, internal_id, expires_at)
+SELECT key, '', 0 FROM unnest(%(ids)s::text[]) AS key ORDER BY key
+ON CONFLICT (id) DO UPDATE SET expires_at = event_keys.expires_at
+
+-- name: select_signal_wait
+SELECT run_id, step_hash FROM waits WHERE kind = 'signal' AND signal = %(signal)s
 
 -- name: record_failed_attempt
 INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
@@ -298,7 +355,8 @@ WHERE run_id = %(run_id)s AND step_hash = %(step_hash)s AND kind IN ('wait', 'sl
 UPDATE runs SET attempt = %(attempt)s WHERE run_id = %(run_id)s AND attempt < %(attempt)s
 
 -- name: finish_run
--- An ended run keeps no waits, timers (cron ticks belong to the function) or queued jobs.
+-- An ended run keeps no waits, timers (cron ticks belong to the function) or jobs: a job in a
+-- worker's hands loses its lease, so its late result is dropped.
 WITH finished AS (
     UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s, ended_at = %(now)s
     WHERE run_id = %(run_id)s AND status NOT IN ('Completed', 'Failed', 'Cancelled')
@@ -306,7 +364,7 @@ WITH finished AS (
 ), waits_gone AS (
     DELETE FROM waits WHERE run_id IN (SELECT run_id FROM finished)
 ), jobs_gone AS (
-    DELETE FROM jobs WHERE run_id IN (SELECT run_id FROM finished) AND status = 'queued'
+    DELETE FROM jobs WHERE run_id IN (SELECT run_id FROM finished)
 ), timers_gone AS (
     DELETE FROM timers WHERE run_id IN (SELECT run_id FROM finished) AND kind <> 'cron'
 )

@@ -185,21 +185,54 @@ UPDATE jobs SET lease_until = :lease_until
 WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
 
 -- name: finish_job
+-- The outcome, the steps and the events they sent, only if the lease is still held (a
+-- cancelled run has no jobs left). A step already Completed or Failed keeps its first result.
 UPDATE jobs SET status = 'done', outcome = :outcome, done_at = :now
 WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
 RETURNING run_id;
--- changes(): only if the update above found the lease held. A step already Completed or
--- Failed keeps its first result.
 INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
 SELECT (SELECT run_id FROM jobs WHERE job_id = :job_id),
        value ->> 'hash', value ->> 'name', value ->> 'op', value ->> 'status', value ->> 'attempt',
        value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at'
-FROM json_each(:steps) WHERE changes() = 1 ORDER BY key
+FROM json_each(:steps) WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = :job_id AND status = 'done' AND lease_owner = :owner) ORDER BY key
 ON CONFLICT (run_id, hash) DO UPDATE
 SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
     error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
     ended_at = excluded.ended_at
-WHERE steps.status NOT IN ('Completed', 'Failed')
+WHERE steps.status NOT IN ('Completed', 'Failed');
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
+SELECT value ->> 'internal_id', value ->> 'id', value ->> 'name', value ->> 'data', value ->> 'ts',
+       value ->> 'user_data', value ->> 'v', value ->> 'target', value ->> 'received_at'
+FROM json_each(:events) WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = :job_id AND status = 'done' AND lease_owner = :owner)
+ON CONFLICT (internal_id) DO NOTHING
+
+-- name: checkpoint_job
+-- A job's finished steps, written while it runs its next ones; extends the lease.
+UPDATE jobs SET lease_until = MAX(lease_until, :lease_until)
+WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
+RETURNING run_id;
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+SELECT (SELECT run_id FROM jobs WHERE job_id = :job_id),
+       value ->> 'hash', value ->> 'name', value ->> 'op', value ->> 'status', value ->> 'attempt',
+       value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at'
+FROM json_each(:steps) WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner) ORDER BY key
+ON CONFLICT (run_id, hash) DO UPDATE
+SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
+    error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
+    ended_at = excluded.ended_at
+WHERE steps.status NOT IN ('Completed', 'Failed');
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
+SELECT value ->> 'internal_id', value ->> 'id', value ->> 'name', value ->> 'data', value ->> 'ts',
+       value ->> 'user_data', value ->> 'v', value ->> 'target', value ->> 'received_at'
+FROM json_each(:events) WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner)
+ON CONFLICT (internal_id) DO NOTHING
+
+-- name: lock_runs
+-- SQLite serialises writers, so this only reads the statuses; PostgreSQL locks the rows here.
+SELECT run_id, status FROM runs WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+
+-- name: select_signal_wait
+SELECT run_id, step_hash FROM waits WHERE kind = 'signal' AND signal = :signal
 
 -- name: record_failed_attempt
 INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
@@ -243,11 +276,12 @@ UPDATE runs SET attempt = :attempt WHERE run_id = :run_id AND attempt < :attempt
 UPDATE runs SET status = :status, output = :output, error = :error, ended_at = :now
 WHERE run_id = :run_id AND status NOT IN ('Completed', 'Failed', 'Cancelled')
 RETURNING parent;
--- An ended run keeps no waits, timers (cron ticks belong to the function) or queued jobs; for
--- a run that had ended already, these find nothing.
+-- An ended run keeps no waits, timers (cron ticks belong to the function) or jobs (a job in a
+-- worker's hands loses its lease, so its late result is dropped); for a run that had ended
+-- already, these find nothing.
 DELETE FROM waits WHERE run_id = :run_id;
 DELETE FROM timers WHERE run_id = :run_id AND kind <> 'cron';
-DELETE FROM jobs WHERE run_id = :run_id AND status = 'queued'
+DELETE FROM jobs WHERE run_id = :run_id
 
 -- name: select_job_outcomes
 SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*

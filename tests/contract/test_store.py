@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from tideflow import errors
+from tideflow._core import protocol
+from tideflow._core.protocol import ErrorInfo
 from tideflow.store import Store, create_store
 from tideflow.store import models as m
 
@@ -100,6 +102,9 @@ def timer(run_id: str, step_hash: str, *, kind: str = m.TIMER_WAIT, due: int) ->
 
 
 # Lifecycle
+
+
+CANCELLED = ErrorInfo("Cancelled", "cancelled in a test")
 
 
 async def test_migrate_twice_keeps_the_data(store: Store) -> None:
@@ -264,7 +269,7 @@ async def test_claim_job_leases_exclusively_until_the_lease_lapses(store: Store)
 
 async def test_claim_job_of_an_ended_run_yields_none(store: Store) -> None:
     run_id, job = await started_run(store)
-    _, applied = await store.cancel_run(run_id, [], NOW + 1)
+    _, applied = await store.cancel_run(run_id, [], CANCELLED, NOW + 1)
     assert applied.done is True
     assert await store.claim_job(job.job_id, "w2", NOW + 120_000, NOW + 180_000) is None
     assert await store.stale_jobs(NOW + 200_000, NOW + 200_000, 10) == []
@@ -275,7 +280,7 @@ async def test_claim_job_returns_the_recorded_steps(store: Store) -> None:
     (job,) = (await store.process_events([(evt, [create_run(evt)])], NOW)).jobs
     await store.claim_job(job.job_id, "w1", NOW, NOW + 100)
     step = m.StepRecord("h1", "one", "StepRun", m.COMPLETED, 0, {"x": 1}, None, NOW, NOW + 1)
-    outcome = {"op": "steps"}
+    outcome = protocol.Continue()
     await store.finish_job(job.job_id, "w1", steps=[step], events=[], outcome=outcome, now=NOW)
     (next_job,) = (await store.apply_outcome(job.job_id, [m.Dispatch(job.run_id)], NOW)).jobs
     state = await store.claim_job(next_job.job_id, "w2", NOW + 1, NOW + 100)
@@ -289,21 +294,30 @@ async def test_finish_job_only_by_the_lease_holder(store: Store) -> None:
     step = m.StepRecord("h1", "one", "StepRun", m.COMPLETED, 0, {"x": 1}, None, NOW, NOW + 1)
     sent = event(name="app/sent")
     refused = await store.finish_job(
-        job.job_id, "intruder", steps=[step], events=[sent], outcome={"ok": 0}, now=NOW
+        job.job_id, "intruder", steps=[step], events=[sent], outcome=protocol.Completed(0), now=NOW
     )
     assert refused is False
     assert await store.run_steps(run_id) == []
     assert await store.job_outcomes([job.job_id]) == []
     held = await store.finish_job(
-        job.job_id, "worker", steps=[step], events=[sent], outcome={"ok": 1}, now=NOW + 2
+        job.job_id,
+        "worker",
+        steps=[step],
+        events=[sent],
+        outcome=protocol.Completed(1),
+        now=NOW + 2,
     )
     assert held is True
     assert await store.run_steps(run_id) == [step]
     assert await store.list_events("app/sent", 10) == [sent]
     run = await store.get_run(run_id)
     assert run is not None
-    assert await store.job_outcomes([job.job_id, "other"]) == [m.JobOutcome(job, run, {"ok": 1})]
-    again = await store.finish_job(job.job_id, "worker", steps=[], events=[], outcome={}, now=NOW)
+    assert await store.job_outcomes([job.job_id, "other"]) == [
+        m.JobOutcome(job, run, protocol.Completed(1))
+    ]
+    again = await store.finish_job(
+        job.job_id, "worker", steps=[], events=[], outcome=protocol.Continue(), now=NOW
+    )
     assert again is False
 
 
@@ -313,11 +327,18 @@ async def test_a_completed_step_keeps_its_first_result(store: Store) -> None:
     first = m.StepRecord("h1", "one", "StepRun", m.COMPLETED, 0, "first", None, NOW + 5, NOW + 6)
     second = m.StepRecord("h1", "one", "StepRun", m.COMPLETED, 1, "second", None, NOW + 7, NOW + 8)
     await store.finish_job(
-        job.job_id, "worker", steps=[running, first], events=[], outcome={}, now=NOW
+        job.job_id,
+        "worker",
+        steps=[running, first],
+        events=[],
+        outcome=protocol.Continue(),
+        now=NOW,
     )
     (job2,) = (await store.apply_outcome(job.job_id, [m.Dispatch(run_id)], NOW)).jobs
     await store.claim_job(job2.job_id, "w2", NOW, NOW + 100)
-    await store.finish_job(job2.job_id, "w2", steps=[second], events=[], outcome={}, now=NOW)
+    await store.finish_job(
+        job2.job_id, "w2", steps=[second], events=[], outcome=protocol.Continue(), now=NOW
+    )
     # The Running record's start time is kept; the rest is the first Completed result.
     kept = m.StepRecord("h1", "one", "StepRun", m.COMPLETED, 0, "first", None, NOW, NOW + 6)
     assert await store.run_steps(run_id) == [kept]
@@ -330,10 +351,14 @@ async def test_run_steps_are_in_recording_order(store: Store) -> None:
         m.StepRecord(h, h, "StepRun", m.COMPLETED, 0, i, None, NOW, NOW)
         for i, h in enumerate(hashes)
     ]
-    await store.finish_job(job.job_id, "worker", steps=steps[:3], events=[], outcome={}, now=NOW)
+    await store.finish_job(
+        job.job_id, "worker", steps=steps[:3], events=[], outcome=protocol.Continue(), now=NOW
+    )
     (job2,) = (await store.apply_outcome(job.job_id, [m.Dispatch(run_id)], NOW)).jobs
     await store.claim_job(job2.job_id, "w2", NOW, NOW + 100)
-    await store.finish_job(job2.job_id, "w2", steps=steps[3:], events=[], outcome={}, now=NOW)
+    await store.finish_job(
+        job2.job_id, "w2", steps=steps[3:], events=[], outcome=protocol.Continue(), now=NOW
+    )
     assert await store.run_steps(run_id) == steps
     assert await store.run_steps("missing") == []
 
@@ -344,7 +369,9 @@ async def test_run_steps_are_in_recording_order(store: Store) -> None:
 async def test_apply_outcome_applies_once(store: Store) -> None:
     run_id, job = await started_run(store)
     assert await store.apply_outcome(job.job_id, [m.Dispatch(run_id)], NOW) == m.Applied(done=False)
-    await store.finish_job(job.job_id, "worker", steps=[], events=[], outcome={}, now=NOW)
+    await store.finish_job(
+        job.job_id, "worker", steps=[], events=[], outcome=protocol.Continue(), now=NOW
+    )
     applied = await store.apply_outcome(job.job_id, [m.Dispatch(run_id, attempt=2)], NOW + 1)
     (next_job,) = applied.jobs
     assert next_job == m.JobRecord(next_job.job_id, run_id, "app-fn", "app", 2)
@@ -365,7 +392,9 @@ async def test_dispatch_adds_no_job_while_one_is_queued(store: Store) -> None:
 
 async def test_stale_outcomes_lists_written_unapplied_outcomes(store: Store) -> None:
     _, job = await started_run(store)
-    await store.finish_job(job.job_id, "worker", steps=[], events=[], outcome={}, now=NOW + 10)
+    await store.finish_job(
+        job.job_id, "worker", steps=[], events=[], outcome=protocol.Continue(), now=NOW + 10
+    )
     assert await store.stale_outcomes(NOW + 10, 10) == []
     assert await store.stale_outcomes(NOW + 11, 10) == [job.job_id]
     await store.apply_outcome(job.job_id, [], NOW + 20)
@@ -442,7 +471,7 @@ async def test_resolve_step_with_require_wait_resolves_once(store: Store) -> Non
 async def test_resolve_step_with_an_error_fails_the_step(store: Store) -> None:
     run_id, _ = await started_run(store)
     await apply(store, [m.AddWait(waiting_step("h1"), run_id, m.WaitRecord(run_id, "h1", "event"))])
-    error = {"name": "Boom", "message": "no", "stack": None}
+    error = ErrorInfo("Boom", "no")
     await apply(store, [m.ResolveStep(run_id, "h1", error=error)], NOW + 3)
     failed = m.StepRecord("h1", "h1", "WaitForEvent", m.FAILED, 0, None, error, NOW, NOW + 3)
     assert await store.run_steps(run_id) == [failed]
@@ -458,11 +487,7 @@ async def test_a_second_run_waiting_on_a_taken_signal_fails_its_step(store: Stor
         store, [m.AddWait(waiting_step("h2", "WaitForSignal"), second_run, taken)], NOW + 4
     )
     assert [job.run_id for job in applied.jobs] == [second_run]
-    error = {
-        "name": "SignalTakenError",
-        "message": "another run already waits on signal 'approve-7'",
-        "stack": None,
-    }
+    error = ErrorInfo("SignalTakenError", "another run already waits on signal 'approve-7'")
     failed = m.StepRecord("h2", "h2", "WaitForSignal", m.FAILED, 0, None, error, NOW, NOW + 4)
     assert await store.run_steps(second_run) == [failed]
     assert (await store.run_steps(first_run))[0].status == m.STEP_WAITING
@@ -536,7 +561,7 @@ async def test_two_owners_never_claim_the_same_timer(store: Store, replicas: lis
 
 async def test_schedule_retry_records_the_attempt_and_its_timer_once(store: Store) -> None:
     run_id, _ = await started_run(store)
-    error = {"name": "E", "message": "m", "stack": None}
+    error = ErrorInfo("E", "m")
     step = m.StepRecord("h1", "one", "StepRun", m.STEP_RUNNING, 1, None, error, NOW)
     retry = timer(run_id, "h1", kind=m.TIMER_RETRY, due=NOW + 50)
     await apply(store, [m.ScheduleRetry(run_id, retry, step=step)])
@@ -583,13 +608,9 @@ async def test_a_cancelled_child_fails_the_parents_step(store: Store) -> None:
     wait = m.WaitRecord(parent_id, "h1", m.WAIT_INVOKE)
     await apply(store, [m.AddWait(waiting_step("h1", "InvokeFunction"), parent_id, wait)])
     child_id, _ = await started_run(store, parent={"run_id": parent_id, "step_hash": "h1"})
-    _, applied = await store.cancel_run(child_id, [], NOW + 3)
+    _, applied = await store.cancel_run(child_id, [], CANCELLED, NOW + 3)
     assert [job.run_id for job in applied.jobs] == [parent_id]
-    error = {
-        "name": "InvokeCancelledError",
-        "message": f"invoked run {child_id} was cancelled",
-        "stack": None,
-    }
+    error = ErrorInfo("InvokeCancelledError", f"invoked run {child_id} was cancelled")
     step = m.StepRecord("h1", "h1", "InvokeFunction", m.FAILED, 0, None, error, NOW, NOW + 3)
     assert await store.run_steps(parent_id) == [step]
 
@@ -601,7 +622,7 @@ async def test_finish_run_drops_the_runs_waits_timers_and_queued_job(store: Stor
     run_id = change.run_id
     wait = m.WaitRecord(run_id, "h1", m.WAIT_EVENT, "app/approved")
     await apply(store, [m.AddWait(waiting_step("h1"), run_id, wait, timer(run_id, "h1", due=NOW))])
-    error = {"name": "E", "message": "m", "stack": None}
+    error = ErrorInfo("E", "m")
     assert await apply(store, [m.FinishRun(run_id, m.FAILED, error=error)], NOW + 1) == m.Applied()
     assert await store.waits_for_events(["app/approved"]) == []
     assert await store.next_timer_due() is None
@@ -615,15 +636,17 @@ async def test_finish_run_drops_the_runs_waits_timers_and_queued_job(store: Stor
 async def test_cancel_run_ends_a_run_once(store: Store) -> None:
     run_id, _ = await started_run(store)
     cancelled_event = event(name="tideflow/function.cancelled")
-    run, applied = await store.cancel_run(run_id, [cancelled_event], NOW + 5)
+    run, applied = await store.cancel_run(run_id, [cancelled_event], CANCELLED, NOW + 5)
     assert run is not None
     assert (run.run_id, run.status, run.ended_at) == (run_id, m.CANCELLED, NOW + 5)
-    assert applied == m.Applied(jobs=[], events=[cancelled_event], done=True)
+    assert applied.jobs == []
+    assert applied.events == [cancelled_event]
+    assert [cancelled.run_id for cancelled in applied.cancelled] == [run_id]
     assert await store.list_events("tideflow/function.cancelled", 10) == [cancelled_event]
-    again, applied = await store.cancel_run(run_id, [], NOW + 6)
+    again, applied = await store.cancel_run(run_id, [], CANCELLED, NOW + 6)
     assert again == run
     assert applied.done is False
-    missing, applied = await store.cancel_run("missing", [], NOW)
+    missing, applied = await store.cancel_run("missing", [], CANCELLED, NOW)
     assert (missing, applied.done) == (None, False)
 
 

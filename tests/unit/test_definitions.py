@@ -29,10 +29,10 @@ def test_a_bad_trigger_expression_is_refused_with_its_text_and_the_parse_error(
 
 
 def test_a_bad_wait_expression_fails_the_step_call() -> None:
-    from tideflow._steps import wait_for_event_opts
+    from tideflow._steps import wait_for_event_ask
 
     with pytest.raises(errors.ExpressionError, match=r"async\.data\.id =="):
-        wait_for_event_opts(event="t/x", timeout="1s", if_exp="async.data.id ==")
+        wait_for_event_ask(event="t/x", timeout="1s", if_exp="async.data.id ==")
 
 
 @pytest.mark.parametrize(
