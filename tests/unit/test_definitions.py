@@ -136,3 +136,20 @@ def test_step_ids_hash_with_occurrence_counters() -> None:
 
     assert step_hash("load", 0) == hashlib.sha1(b"load").hexdigest()
     assert step_hash("load", 2) == hashlib.sha1(b"load:2").hexdigest()
+
+
+def test_checkpointing_options_are_checked() -> None:
+    tideflow.Checkpointing(max_runtime="5s", buffered_steps=3, max_interval="200ms")
+    with pytest.raises(errors.ConfigError, match="buffered_steps: must be at least 1"):
+        tideflow.Checkpointing(buffered_steps=0)
+    with pytest.raises(errors.ConfigError, match="max_runtime: must be positive"):
+        tideflow.Checkpointing(max_runtime=0)
+    with pytest.raises(errors.ConfigError, match="is not a duration"):
+        tideflow.Checkpointing(max_interval="soon")
+    client = tideflow.Client(app_id="t")
+    with pytest.raises(errors.ConfigError, match="checkpointing must be"):
+        client.create_function(
+            fn_id="f",
+            trigger=tideflow.TriggerEvent(event="t/x"),
+            checkpointing="yes",  # type: ignore[arg-type]
+        )(lambda ctx: None)
