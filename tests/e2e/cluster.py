@@ -53,10 +53,18 @@ def compose_command(service: str, **replace: str) -> list[str]:
 
 class Cluster:
     def __init__(
-        self, tmp_path: pathlib.Path, *, database_url: str, broker_url: str, lease_s: float = 3
+        self,
+        tmp_path: pathlib.Path,
+        *,
+        database_url: str,
+        broker_url: str,
+        lease_s: float = 3,
+        app: str = APP,
+        known_function: str = "cluster-flow",
     ) -> None:
         self.dir = tmp_path
-        (tmp_path / "clusterapp.py").write_text(APP)
+        (tmp_path / "clusterapp.py").write_text(app)
+        self.known_function = known_function
         self.env = {
             "TIDEFLOW_DATABASE_URL": database_url,
             "TIDEFLOW_BROKER_URL": broker_url,
@@ -94,16 +102,21 @@ class Cluster:
         self._start(compose_command("api", **{"8288": str(self.port)}), "api")
         for n in range(schedulers):
             self.schedulers.append(self._start(compose_command("scheduler"), f"scheduler-{n}"))
-        for n in range(workers):
-            worker = compose_command("worker", **{"examples.shop:client": "clusterapp:client"})
-            self.workers.append(self._start(worker, f"worker-{n}"))
+        for _ in range(workers):
+            self.start_worker()
         eventually(self.api.healthy, what="the API to answer")
         # Events sent before the schedulers know the functions would start no run.
         for scheduler in self.schedulers:
             eventually(
-                lambda s=scheduler: "cluster-flow" in s.output(),
+                lambda s=scheduler: self.known_function in s.output(),
                 what="schedulers to know the functions",
             )
+
+    def start_worker(self) -> Process:
+        command = compose_command("worker", **{"examples.shop:client": "clusterapp:client"})
+        worker = self._start(command, f"worker-{len(self.workers)}")
+        self.workers.append(worker)
+        return worker
 
     def stop(self) -> None:
         for process in self.processes:
