@@ -116,6 +116,7 @@ class SqliteStore(SqlStore):
         )
 
         def upgrade() -> None:
+            _rollback(connection)  # what a cancelled caller left open (see `_transaction`)
             (version,) = connection.execute("PRAGMA user_version").fetchone()
             for number, name in migrations:
                 if number <= version:
@@ -130,7 +131,8 @@ class SqliteStore(SqlStore):
                         connection.execute("ROLLBACK")
                     raise
 
-        await self.call(upgrade)
+        async with self._lock:
+            await self.call(upgrade)
 
     async def ping(self) -> bool:
         try:

@@ -115,6 +115,9 @@ VERBS: dict[str, Verb] = {
     "list_events": lambda s, _: s.list_events(None, 5),
     "next_timer_due": lambda s, _: s.next_timer_due(),
     "job_outcomes": lambda s, x: s.job_outcomes([x.job.job_id]),
+    "register_functions": lambda s, _: s.register_functions("app", [{"function_id": "f"}], NOW),
+    "list_functions": lambda s, _: s.list_functions(),
+    "migrate": lambda s, _: s.migrate(),
 }
 
 
@@ -190,6 +193,9 @@ async def assert_every_verb_serves(store: Store) -> None:
     assert fetched is not None
     assert fetched.status == m.CANCELLED
     assert await store.claim_job(next_job.job_id, "final", NOW + 3, NOW + 60_000) is None
+    await store.register_functions("final", [{"function_id": "final-fn"}], NOW)
+    assert {"function_id": "final-fn"} in await store.list_functions()
+    await store.migrate()
     await store.insert_events([event("app/inserted")])
     assert len(await store.list_events("app/inserted", 10)) == 1
     assert await store.ping() is True
