@@ -285,7 +285,12 @@ class _Connection:
                 from tideflow.broker import create_broker
 
                 broker = create_broker(self.url)
-                await broker.connect()
+                try:
+                    await broker.connect()
+                except BaseException:
+                    # Cancelled halfway, it may hold a connection already.
+                    await asyncio.shield(broker.close())
+                    raise
                 self._broker = broker
             return self._broker
 
