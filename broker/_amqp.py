@@ -19,8 +19,9 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     HeadersType,
 )
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 from aio_pika.queue import QueueIterator
+from pamqp.commands import Basic
 from tideflow import errors
 
 from . import _metrics
@@ -300,6 +301,9 @@ async def _subscription(
 def _raise_unless_transient(exc: BaseException, what: str) -> None:
     if not isinstance(exc, Exception):
         raise exc
+    returned = exc.message.delivery if isinstance(exc, PublishError) and exc.message else None
+    if isinstance(returned, Basic.Return):  # a mandatory publish that reached no queue
+        raise errors.UnroutableError(returned.exchange, returned.routing_key or "") from exc
     if isinstance(exc, DeliveryError):
         raise errors.BrokerError(f"RabbitMQ refused or could not route {what}") from exc
     if not isinstance(exc, _TRANSIENT):

@@ -67,7 +67,14 @@ class Broker(abc.ABC):
     async def publish(self, messages: Sequence[Message]) -> None:
         """Publishes persistent messages; returns once the broker has taken them all.
 
-        Raises `BrokerError` if any was not confirmed; then any of them may have been delivered.
+        Every message must reach at least one queue (a queue bound to its exchange by a key
+        matching its routing key), as AMQP's mandatory flag asks.
+
+        Raises:
+            UnroutableError: a message reached no queue (its `exchange` and `routing_key` say
+                which). The memory broker checks the whole batch before delivering anything,
+                so then none of it was delivered; RabbitMQ may have delivered the others.
+            BrokerError: a message was not confirmed; then any of them may have been delivered.
         """
 
     @abc.abstractmethod

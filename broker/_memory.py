@@ -20,26 +20,30 @@ class DeadLetter:
 
 
 class _Queue:
+    """Messages ready for delivery and a count of those in hand. Every change is synchronous,
+    so a publish cannot be cut in half by a cancellation; waiting consumers are woken by
+    swapping in a fresh event."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.ready: collections.deque[tuple[Message, bool]] = collections.deque()
         self.unacked = 0
-        self.changed = asyncio.Condition()
+        self.changed = asyncio.Event()
 
-    async def put(
-        self, message: Message, *, redelivered: bool = False, front: bool = False
-    ) -> None:
-        async with self.changed:
-            if front:
-                self.ready.appendleft((message, redelivered))
-            else:
-                self.ready.append((message, redelivered))
-            self.changed.notify_all()
+    def put(self, message: Message, *, redelivered: bool = False, front: bool = False) -> None:
+        if front:
+            self.ready.appendleft((message, redelivered))
+        else:
+            self.ready.append((message, redelivered))
+        self.wake()
 
-    async def settle(self) -> None:
-        async with self.changed:
-            self.unacked -= 1
-            self.changed.notify_all()
+    def settle(self) -> None:
+        self.unacked -= 1
+        self.wake()
+
+    def wake(self) -> None:
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
 
 
 class _MemoryDelivery(Delivery):
@@ -56,22 +60,22 @@ class _MemoryDelivery(Delivery):
         self.content_type = message.content_type
         self.redelivered = redelivered
 
-    async def _settle(self) -> bool:
+    def _settle(self) -> bool:
         if self._settled:
             return False
         self._settled = True
-        await self._queue.settle()
+        self._queue.settle()
         return True
 
     async def ack(self) -> None:
-        await self._settle()
+        self._settle()
 
     async def requeue(self) -> None:
-        if await self._settle():
-            await self._queue.put(self._message, redelivered=True, front=True)
+        if self._settle():
+            self._queue.put(self._message, redelivered=True, front=True)
 
     async def dead_letter(self, reason: str) -> None:
-        if await self._settle():
+        if self._settle():
             self._broker.dead_letters.append(DeadLetter(self._queue.name, self._message, reason))
 
 
@@ -120,8 +124,7 @@ class MemoryBroker(Broker):
         self._open = False
         self._closed.set()
         for queue in self._queues.values():
-            async with queue.changed:
-                queue.changed.notify_all()
+            queue.wake()
 
     async def ping(self) -> bool:
         return self._open
@@ -135,16 +138,38 @@ class MemoryBroker(Broker):
                 self._bindings[exchange].append((key, queue))
 
     async def publish(self, messages: Sequence[Message]) -> None:
+        """Routes every message first and delivers only if each reaches a queue: an
+        unroutable mandatory message fails the whole batch with `UnroutableError`, delivering
+        none. Subscribers (`subscribe`) get what matches them, mandatory or not."""
         if not self._open:
             raise errors.BrokerConnectionError("the memory broker is closed")
-        for message in messages:
+        routes = [(message, self._route(message)) for message in messages]
+        for message, queues in routes:
+            if not queues and message.mandatory:
+                raise errors.UnroutableError(message.exchange, message.routing_key)
+        # No await from here on: the batch is delivered whole, even if the caller is cancelled.
+        for message, queues in routes:
             _metrics.PUBLISHED.labels("memory", message.exchange).inc()
-            for pattern, queue in self._bindings.get(message.exchange, ()):
-                if topology.topic_matches(pattern, message.routing_key):
-                    await self._queues[queue].put(message)
-            for patterns, inbox in self._subscribers.get(message.exchange, ()):
-                if any(topology.topic_matches(p, message.routing_key) for p in patterns):
-                    inbox.put_nowait(message)
+            for queue in queues:
+                queue.put(message)
+            for inbox in self._subscribers_of(message):
+                inbox.put_nowait(message)
+
+    def _route(self, message: Message) -> list[_Queue]:
+        # As in AMQP, a queue that several of its bindings match gets the message once.
+        names = {
+            queue: None
+            for pattern, queue in self._bindings.get(message.exchange, ())
+            if topology.topic_matches(pattern, message.routing_key)
+        }
+        return [self._queues[name] for name in names]
+
+    def _subscribers_of(self, message: Message) -> list[asyncio.Queue[Message]]:
+        return [
+            inbox
+            for patterns, inbox in self._subscribers.get(message.exchange, ())
+            if any(topology.topic_matches(p, message.routing_key) for p in patterns)
+        ]
 
     def _is_open(self) -> bool:
         return self._open
@@ -152,16 +177,11 @@ class MemoryBroker(Broker):
     async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
         source = self._queues.setdefault(queue, _Queue(queue))
         while self._is_open():
-            async with source.changed:
-                await source.changed.wait_for(
-                    lambda: (
-                        not self._is_open() or (bool(source.ready) and source.unacked < prefetch)
-                    )
-                )
-                if not self._is_open():
-                    return
-                message, redelivered = source.ready.popleft()
-                source.unacked += 1
+            if not (source.ready and source.unacked < prefetch):
+                await source.changed.wait()
+                continue
+            message, redelivered = source.ready.popleft()
+            source.unacked += 1
             _metrics.CONSUMED.labels("memory", queue).inc()
             yield _MemoryDelivery(self, source, message, redelivered)
 

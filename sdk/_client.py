@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import weakref
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pydantic
@@ -18,7 +21,11 @@ from ._settings import Settings
 from ._triggers import Trigger
 from ._types import is_name
 
+if TYPE_CHECKING:
+    from tideflow.broker import Broker
+
 _SEND_TIMEOUT_S = 30.0
+_T = TypeVar("_T")
 
 
 class Client:
@@ -38,6 +45,14 @@ class Client:
         database_url: default `TIDEFLOW_DATABASE_URL`.
         broker_url: default `TIDEFLOW_BROKER_URL`; with `amqp://`, `send` publishes straight to
             the events exchange, otherwise it posts to `TIDEFLOW_API_URL`.
+
+    Over `amqp://`, the client keeps its broker connection between sends: `send` opens it on
+    its first call and reuses it for every later call from the same event loop; a send from
+    another event loop (each pytest test has its own) replaces it with one of that loop.
+    `send_sync` sends from an event loop of its own, in a daemon thread started on its first
+    call, with its own connection. Close the client with `await client.aclose()` or
+    `async with client:` (or `client.close()` / `with client:` in synchronous code), at the
+    latest before the event loop of `send` ends; a send after that opens a new connection.
     """
 
     def __init__(
@@ -68,6 +83,10 @@ class Client:
         self.checkpointing = checkpointing
         self.functions: list[Function] = []
         self._send_hook: Callable[[list[dict[str, Any]]], Any] | None = None
+        self._connection: _Connection | None = None
+        self._sync_sender: _LoopThread | None = None
+        self._sync_lock = threading.Lock()
+        self._closes_at_exit = False
 
     def create_function(
         self,
@@ -143,23 +162,74 @@ class Client:
     def send_sync(
         self, events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]]
     ) -> list[str]:
-        """`send` for synchronous code."""
-        result: list[list[str]] = []
-        failure: list[BaseException] = []
+        """`send` for synchronous code; works inside a running event loop too.
 
-        def target() -> None:
-            try:
-                result.append(asyncio.run(self.send(events)))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
-                failure.append(exc)
+        Sends from the client's own event loop, in a daemon thread started on the first call,
+        so that the broker connection is kept between calls until `close()`.
+        """
+        sender = self._sync_loop()
+        if threading.current_thread() is sender.thread:
+            raise errors.LifecycleError("send_sync called from its own loop: await send() there")
+        return sender.run(self.send(events))
 
-        # A thread of its own, so that send_sync works inside a running event loop too.
-        thread = threading.Thread(target=target, name="tideflow-send")
-        thread.start()
-        thread.join()
-        if failure:
-            raise failure[0]
-        return result[0]
+    async def aclose(self) -> None:
+        """Closes the broker connections of `send` and `send_sync`. Safe to call twice; a later
+        send opens a new connection."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close_from(asyncio.get_running_loop())
+        if self._sync_sender is not None:
+            await asyncio.to_thread(self._close_sync_sender)
+
+    def close(self) -> None:
+        """`aclose` for synchronous code. Inside the event loop that `send` used, await
+        `aclose()` instead: this call cannot close that loop's connection without blocking it.
+        """
+        connection = self._connection
+        if connection is not None and connection.is_current():
+            raise errors.LifecycleError("close() inside the loop of send: await aclose() instead")
+        self._connection = None
+        if connection is not None:
+            connection.close_elsewhere()
+        self._close_sync_sender()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _sync_loop(self) -> _LoopThread:
+        with self._sync_lock:
+            if self._sync_sender is None:
+                self._sync_sender = _LoopThread(self.broker_url)
+                if not self._closes_at_exit:
+                    # A daemon thread dies at exit without a word: close its connection first.
+                    atexit.register(_close_at_exit, weakref.ref(self))
+                    self._closes_at_exit = True
+            return self._sync_sender
+
+    def _close_sync_sender(self) -> None:
+        with self._sync_lock:
+            sender, self._sync_sender = self._sync_sender, None
+        if sender is not None:
+            sender.stop()
 
     async def _post(self, records: list[dict[str, Any]]) -> list[str]:
         url = f"{self.settings.api_url}/e/{self.event_key or 'dev'}"
@@ -174,11 +244,23 @@ class Client:
         return ids
 
     async def _publish(self, records: list[dict[str, Any]]) -> None:
-        from tideflow.broker import create_broker, publish_events
+        from tideflow.broker import publish_events
 
-        broker = create_broker(self.broker_url)
-        async with broker:
-            await publish_events(broker, records)
+        await publish_events(await self._broker(), records)
+
+    async def _broker(self) -> Broker:
+        """The connected broker of the running loop: send_sync's, or the one `send` keeps."""
+        loop = asyncio.get_running_loop()
+        sender = self._sync_sender
+        if sender is not None and sender.loop is loop:
+            return await sender.connection.broker()
+        connection = self._connection
+        if connection is None or connection.loop is not loop:
+            if connection is not None:
+                # Bound to a loop that has ended, or to another one: useless from this loop.
+                connection.close_elsewhere()
+            connection = self._connection = _Connection(self.broker_url, loop)
+        return await connection.broker()
 
     def attach_sender(self, hook: Callable[[list[dict[str, Any]]], Any] | None) -> None:
         """Used by an engine in this process so `send` hands events over without HTTP."""
@@ -187,3 +269,92 @@ class Client:
 
 def _without_id(record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key != "internal_id"}
+
+
+def _close_at_exit(client: weakref.ref[Client]) -> None:
+    alive = client()
+    if alive is not None:
+        alive._close_sync_sender()
+
+
+class _Connection:
+    """One broker, connected on first use, on the event loop it belongs to."""
+
+    def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.url = url
+        self.loop = loop
+        self._broker: Broker | None = None
+        self._lock = asyncio.Lock()
+
+    async def broker(self) -> Broker:
+        # The lock makes concurrent first sends share one connection.
+        async with self._lock:
+            if self._broker is None:
+                from tideflow.broker import create_broker
+
+                broker = create_broker(self.url)
+                try:
+                    await broker.connect()
+                except BaseException:
+                    # Cancelled halfway, it may hold a connection already.
+                    await asyncio.shield(broker.close())
+                    raise
+                self._broker = broker
+            return self._broker
+
+    async def close(self) -> None:
+        async with self._lock:
+            broker, self._broker = self._broker, None
+            if broker is not None:
+                await broker.close()
+
+    def is_current(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    async def close_from(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is self.loop:
+            await self.close()
+        else:
+            self.close_elsewhere()
+
+    def close_elsewhere(self) -> None:
+        """Closes the connection from outside its loop: on that loop, if it runs in another
+        thread; a loop that has ended (or is stopped) took the connection with it."""
+        if self.loop.is_running() and not self.loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self.close(), self.loop)
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, with the broker connection of send_sync."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.connection = _Connection(url, self.loop)
+        self.thread = threading.Thread(target=self._serve, name="tideflow-send", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            # As asyncio.run ends a loop: what the connection left running ends with it.
+            tasks = asyncio.all_tasks(self.loop)
+            for task in tasks:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def stop(self) -> None:
+        try:
+            self.run(self.connection.close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()

@@ -110,3 +110,21 @@ class StepError(TideflowError):
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "message": self.message, "stack": self.stack}
+
+
+class UnroutableError(BrokerError):
+    """A published message reached no queue: none is bound to its exchange by a key matching
+    its routing key. Both brokers raise it (RabbitMQ returns such a mandatory publish).
+
+    Attributes:
+        exchange: the exchange the message was published to.
+        routing_key: its routing key.
+    """
+
+    def __init__(self, exchange: str, routing_key: str) -> None:
+        super().__init__(
+            f"no queue is bound to exchange {exchange!r} for routing key {routing_key!r}:"
+            " the message was not routed"
+        )
+        self.exchange = exchange
+        self.routing_key = routing_key

@@ -170,7 +170,13 @@ class PostgresStore(SqlStore):
     async def _connect(self) -> AsyncIterator[_PostgresTx]:
         """One transaction on a pooled connection: committed when the block ends, rolled back
         if it raises. A deadlock surfaces as `StoreError`: the block is the caller's code, so
-        it cannot be replayed here; callers retry the message instead."""
+        it cannot be replayed here; callers retry the message instead.
+
+        Safe to cancel at any await, here and in `_autocommit`: psycopg (3.2+) answers a
+        cancelled statement by cancelling it on the server and waiting for it to end, the
+        transaction block then rolls back, and the pool rolls back a connection returned in a
+        transaction, or discards one still busy or broken. So a connection goes back clean or
+        not at all (tests/contract/test_store_cancellation.py checks pg_stat_activity)."""
         if self._pool is None:
             raise errors.LifecycleError("the PostgreSQL store is not open")
         with _translated("transaction"):

@@ -118,6 +118,7 @@ class SqliteStore(SqlStore):
         )
 
         def upgrade() -> None:
+            _rollback(connection)  # what a cancelled caller left open (see `_transaction`)
             (version,) = connection.execute("PRAGMA user_version").fetchone()
             for number, name in migrations:
                 if number <= version:
@@ -132,7 +133,8 @@ class SqliteStore(SqlStore):
                         connection.execute("ROLLBACK")
                     raise
 
-        await self.call(upgrade)
+        async with self._lock:
+            await self.call(upgrade)
 
     async def ping(self) -> bool:
         try:
@@ -149,17 +151,38 @@ class SqliteStore(SqlStore):
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Tx]:
+        """One transaction, safe to cancel at any await.
+
+        A cancelled caller's statements are not withdrawn: they are queued in the store's one
+        thread and run after it has gone, its BEGIN included. The thread runs them in order
+        (FIFO), so they all run before the next caller's BEGIN, which, under the lock, first
+        rolls back whatever transaction they left open.
+        """
         connection = self._require()
         async with self._lock:
-            await self.call(lambda: connection.execute("BEGIN IMMEDIATE"))
+            await self.call(lambda: _begin(connection))
             try:
                 yield _SqliteTx(self, connection)
             except BaseException:
                 _metrics.TRANSACTIONS.labels("sqlite", "rollback").inc()
-                await asyncio.shield(self.call(lambda: connection.execute("ROLLBACK")))
+                await asyncio.shield(self.call(lambda: _rollback(connection)))
                 raise
             _metrics.TRANSACTIONS.labels("sqlite", "commit").inc()
             await asyncio.shield(self.call(lambda: connection.execute("COMMIT")))
+
+
+def _begin(connection: sqlite3.Connection) -> None:
+    # No transaction of a live caller can be open here (the lock is held): one that is was
+    # left by a cancelled caller, or by a COMMIT that failed.
+    _rollback(connection)
+    connection.execute("BEGIN IMMEDIATE")
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    # SQLite ends a transaction by itself on some errors; ROLLBACK would then fail and hide
+    # the error that caused it.
+    if connection.in_transaction:
+        connection.execute("ROLLBACK")
 
 
 def _without_comments(sql: str) -> str:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aio_pika
 import pytest
+from tideflow import errors
 from tideflow.broker import (
     Broker,
     DeadLetter,
@@ -143,6 +144,45 @@ async def test_internal_keys_reach_only_their_own_queue(
     assert [OutcomeMessage.decode(d.body) for d in received] == outcomes
     event = await (await inbox(topology.SCHEDULER_EVENTS_QUEUE)).take_one()
     assert event.routing_key == "app/after"
+
+
+async def test_a_message_that_reaches_no_queue_is_refused_with_its_exchange_and_key(
+    broker: Broker, inbox: InboxFactory
+) -> None:
+    box = await inbox("test.routed", bind=(topology.INTERNAL_EXCHANGE, ["routed"]))
+
+    with pytest.raises(errors.UnroutableError) as refused:
+        await broker.publish([internal("nowhere", b"lost")])
+
+    assert (refused.value.exchange, refused.value.routing_key) == (
+        topology.INTERNAL_EXCHANGE,
+        "nowhere",
+    )
+    await broker.publish([internal("routed", b"after")])
+    assert (await box.take_one()).body == b"after"
+    assert await box.is_quiet()
+
+
+async def test_an_unroutable_message_fails_its_batch(broker: Broker, inbox: InboxFactory) -> None:
+    box = await inbox("test.batch-routed", bind=(topology.INTERNAL_EXCHANGE, ["routed"]))
+
+    with pytest.raises(errors.UnroutableError):
+        await broker.publish([internal("routed", b"first"), internal("nowhere", b"lost")])
+
+    if isinstance(broker, MemoryBroker):
+        # The memory broker routes the whole batch before delivering any of it.
+        assert await box.is_quiet()
+
+
+async def test_a_queue_that_several_bindings_match_gets_one_copy(
+    broker: Broker, inbox: InboxFactory
+) -> None:
+    box = await inbox("test.overlap", bind=(topology.EVENTS_EXCHANGE, ["overlap.*", "#"]))
+
+    await broker.publish([event_message({"name": "overlap.one", "data": {}})])
+
+    assert json.loads((await box.take_one()).body)["name"] == "overlap.one"
+    assert await box.is_quiet()
 
 
 async def test_prefetch_limits_the_deliveries_in_hand(broker: Broker, inbox: InboxFactory) -> None:
