@@ -85,6 +85,7 @@ class Worker:
             asyncio.create_task(self._consume(app_id), name=f"tideflow-worker-{app_id}")
             for app_id in apps
         ]
+        consumers.append(asyncio.create_task(self._store.heartbeat(self._owner, "worker", apps)))
         try:
             await stop.wait()
         finally:
