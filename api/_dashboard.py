@@ -182,7 +182,14 @@ class Dashboard:
         run_id = request.path_params["run_id"]
         answer = await self._get(f"/v1/runs/{run_id}")
         if answer.status_code == 404:
-            return self._render(request, "missing.html", status=404, what="run", ident=run_id)
+            return self._render(
+                request,
+                "missing.html",
+                status=404,
+                what="run",
+                ident=run_id,
+                stream=f"/v1/stream?run_id={urllib.parse.quote(run_id)}",
+            )
         run = answer.json()["data"]
         steps = await self._data(f"/v1/runs/{run_id}/steps")
         event = await self._get(f"/v1/events/{run['event_id']}")
@@ -219,7 +226,9 @@ class Dashboard:
         event_id = request.path_params["event_id"]
         answer = await self._get(f"/v1/events/{event_id}")
         if answer.status_code == 404:
-            return self._render(request, "missing.html", status=404, what="event", ident=event_id)
+            return self._render(
+                request, "missing.html", status=404, what="event", ident=event_id, stream=None
+            )
         runs = await self._data(f"/v1/events/{event_id}/runs")
         return self._render(
             request, "event.html", event=answer.json()["data"], runs=runs, stream="/v1/stream"

@@ -320,7 +320,14 @@ class Rest:
                 "steps": [[step.hash, step.status, step.attempt] for step in steps],
             }
         runs = await self._store.list_runs(page=views.RunPage(_FAR_FUTURE_MS, ""), limit=20)
-        return {"runs": [[run.run_id, run.status] for run in runs]}
+        # Events that start no run change the events page too: the newest, and the backlog.
+        newest = await self._store.list_events(None, 1)
+        depths = await self._store.queue_depths()
+        return {
+            "runs": [[run.run_id, run.status] for run in runs],
+            "newest_event": newest[0].internal_id if newest else None,
+            "unprocessed_events": depths.unprocessed_events,
+        }
 
     def routes(self) -> list[Route]:
         def route(path: str, handler: Handler, method: str) -> Route:

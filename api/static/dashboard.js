@@ -9,7 +9,12 @@ function liveRegions() {
     let first = true;
     let busy = false;
     const source = new EventSource(url, { withCredentials: true });
-    source.addEventListener("change", async () => {
+    source.addEventListener("change", async (message) => {
+      if ("reload" in region.dataset) {
+        // A page waiting for a run to exist: load it once the stream describes one.
+        if (JSON.parse(message.data) !== null) { source.close(); location.reload(); }
+        return;
+      }
       // The first message describes what the page already shows.
       if (first) { first = false; return; }
       if (busy) return;
