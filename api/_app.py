@@ -25,6 +25,7 @@ from tideflow.store import Store, heartbeat
 from tideflow.store import models as m
 
 from ._auth import Auth
+from ._dashboard import Dashboard
 from ._rest import Rest, iso
 
 logger = logging.getLogger(__name__)
@@ -209,8 +210,6 @@ class _Gate:
 
 
 def create_app(api: Api) -> Starlette:
-    from ._dashboard import Dashboard
-
     async def store_down(request: Request, exc: Exception) -> Response:
         return _error(503, f"the database is unavailable: {exc}")
 
