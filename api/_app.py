@@ -9,21 +9,28 @@ from typing import Any
 
 import prometheus_client
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 from tideflow import Settings, errors
 from tideflow import _event as ev
 from tideflow._core import system_events
 from tideflow._core.ids import new_id
 from tideflow._core.protocol import ErrorInfo
 from tideflow.broker import Broker, Dispatcher, Seal, publish_events
-from tideflow.store import Store
+from tideflow.store import Store, heartbeat
 from tideflow.store import models as m
+
+from ._auth import Auth
+from ._dashboard import Dashboard
+from ._rest import Rest, iso
 
 logger = logging.getLogger(__name__)
 
 MAX_LIST = 1000
+HEARTBEAT_S = 5.0
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -40,6 +47,18 @@ class Api:
         self._broker = broker
         self._settings = settings
         self._dispatcher = Dispatcher(broker, Seal(settings.signing_key))
+        self.auth = Auth(settings)
+        self.rest = Rest(store=store, broker=broker)
+        self.process_id = f"api-{new_id()}"
+        self._last_beat_s = 0.0
+
+    async def beat(self) -> None:
+        """Records this API process as seen, at most every few seconds (it has no loop of its
+        own: it is seen while it serves requests)."""
+        if time.monotonic() - self._last_beat_s < HEARTBEAT_S:
+            return
+        self._last_beat_s = time.monotonic()
+        await heartbeat.record(self._store, self.process_id, "api", ())
 
     async def ingest(self, records: list[dict[str, Any]]) -> list[str]:
         """Stores validated event records, then announces them; returns their ids."""
@@ -55,7 +74,7 @@ class Api:
 
     async def send_events(self, request: Request) -> Response:
         key = request.path_params["event_key"]
-        if self._settings.event_key is not None and key != self._settings.event_key:
+        if not self.auth.is_event_key(key):
             return _error(401, "invalid event key")
         try:
             payload = json.loads(await request.body())
@@ -108,7 +127,14 @@ class Api:
         if await self._store.get_run(run_id) is None:
             return _error(404, f"no run {run_id!r}")
         steps = await self._store.run_steps(run_id)
-        return JSONResponse({"data": [step.to_api() for step in steps]})
+        deadlines = await self._store.step_deadlines(run_id)
+        data = []
+        for step in steps:
+            row = step.to_api()
+            # When a sleep or a wait in progress is due.
+            row["deadline"] = iso(deadlines.get(step.hash)) if step.status == "Waiting" else None
+            data.append(row)
+        return JSONResponse({"data": data})
 
     async def signal(self, request: Request) -> Response:
         try:
@@ -135,7 +161,7 @@ class Api:
         except ValueError:
             return _error(400, "limit must be an integer")
         events = await self._store.list_events(request.query_params.get("name"), limit)
-        return JSONResponse({"data": [event.to_api() for event in events]})
+        return JSONResponse({"data": await self.rest.summaries(events)})
 
     async def health(self, request: Request) -> Response:
         database, broker = await self._store.ping(), await self._broker.ping()
@@ -147,8 +173,9 @@ class Api:
             prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
         )
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         return [
+            *self.rest.routes(),
             Route("/e/{event_key}", self.send_events, methods=["POST"]),
             Route("/v1/events", self.list_events, methods=["GET"]),
             Route("/v1/events/{event_id}/runs", self.event_runs, methods=["GET"]),
@@ -161,8 +188,37 @@ class Api:
         ]
 
 
+class _Gate:
+    """Closes `/v1` (and `/metrics` when so configured) to requests without the signing key,
+    and counts each request as a sign of life of this process."""
+
+    def __init__(self, app: ASGIApp, *, api: Api) -> None:
+        self._app = app
+        self._api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            auth = self._api.auth
+            closed = path.startswith("/v1/") or (path == "/metrics" and auth.metrics_closed)
+            if closed and not auth.allows(Request(scope)):
+                response = _error(401, "missing or wrong signing key (Authorization: Bearer)")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await response(scope, receive, send)
+                return
+            await self._api.beat()
+        await self._app(scope, receive, send)
+
+
 def create_app(api: Api) -> Starlette:
     async def store_down(request: Request, exc: Exception) -> Response:
         return _error(503, f"the database is unavailable: {exc}")
 
-    return Starlette(routes=api.routes(), exception_handlers={errors.StoreError: store_down})
+    dashboard = Dashboard(api.auth)
+    app = Starlette(
+        routes=[*api.routes(), *dashboard.routes()],
+        exception_handlers={errors.StoreError: store_down},
+        middleware=[Middleware(_Gate, api=api)],
+    )
+    dashboard.bind(app)
+    return app

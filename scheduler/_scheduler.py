@@ -76,6 +76,7 @@ class Scheduler:
             "timers": self._timers_loop,
             "sweeper": self._sweeper_loop,
             "registry": self._registry_loop,
+            "heartbeat": lambda: self._store.heartbeat(self._owner, "scheduler", ()),
         }
         tasks = [
             asyncio.create_task(loop(), name=f"tideflow-scheduler-{name}")

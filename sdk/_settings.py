@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from . import errors
+from ._core.durations import to_ms
 
 _N = TypeVar("_N", int, float)
 _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
@@ -28,6 +29,15 @@ class Settings:
     metrics_port: int | None = None
     step_timeout_s: float = 900.0
     shutdown_grace_s: float = 25.0
+    event_keys: tuple[str, ...] = ()
+    """Every accepted event key: `TIDEFLOW_EVENT_KEY`, then `TIDEFLOW_EVENT_KEYS` (rotation)."""
+    auth_proxy_header: str | None = None
+    """A header that a trusted proxy in front of the dashboard sets once it has authenticated
+    the user: a request carrying it needs no session."""
+    metrics_auth: bool = False
+    """Whether `/metrics` requires the signing key, like `/v1`."""
+    session_ttl_s: int = 12 * 3600
+    """How long a dashboard login lasts."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,11 +55,40 @@ class Settings:
             raise errors.ConfigError(
                 f"TIDEFLOW_LOG_LEVEL: {level!r} is not one of {sorted(_LEVELS)}"
             )
+        event_keys = tuple(
+            dict.fromkeys(
+                key.strip()
+                for key in [
+                    env.get("TIDEFLOW_EVENT_KEY", ""),
+                    *env.get("TIDEFLOW_EVENT_KEYS", "").split(","),
+                ]
+                if key.strip()
+            )
+        )
+        signing_key = optional("SIGNING_KEY")
+        auth_proxy_header = optional("AUTH_PROXY_HEADER")
+        metrics_auth = _flag(env, "METRICS_AUTH")
+        if signing_key is None:
+            # Without a signing key nothing is closed, so these would do nothing.
+            for name, value in (
+                ("AUTH_PROXY_HEADER", auth_proxy_header),
+                ("METRICS_AUTH", metrics_auth),
+            ):
+                if value:
+                    raise errors.ConfigError(f"TIDEFLOW_{name}: needs TIDEFLOW_SIGNING_KEY set")
+        session_ttl_ms = to_ms(text("SESSION_TTL", "12h"), field="TIDEFLOW_SESSION_TTL")
+        if session_ttl_ms < 1000:
+            raise errors.ConfigError("TIDEFLOW_SESSION_TTL: must be at least 1s")
         return cls(
             database_url=text("DATABASE_URL", defaults.database_url),
             broker_url=text("BROKER_URL", defaults.broker_url),
-            event_key=optional("EVENT_KEY"),
-            signing_key=optional("SIGNING_KEY"),
+            # The key the SDK sends: the first accepted one.
+            event_key=event_keys[0] if event_keys else None,
+            event_keys=event_keys,
+            signing_key=signing_key,
+            auth_proxy_header=auth_proxy_header,
+            metrics_auth=metrics_auth,
+            session_ttl_s=session_ttl_ms // 1000,
             api_url=text("API_URL", defaults.api_url).rstrip("/"),
             log_level=level,
             retry_backoff_base_ms=_number(
@@ -71,6 +110,15 @@ class Settings:
         logging.getLogger("httpx").setLevel(
             max(logging.WARNING, logging.getLevelName(self.log_level))
         )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(f"TIDEFLOW_{name}", "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise errors.ConfigError(f"TIDEFLOW_{name}: {raw!r} is neither true nor false")
 
 
 def _number(env: Mapping[str, str], name: str, default: _N, kind: Callable[[str], _N]) -> _N:

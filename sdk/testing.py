@@ -105,7 +105,12 @@ class Engine:
             asyncio.create_task(self.scheduler.run(self._stop), name="tideflow-test-scheduler")
         )
         transport = httpx.ASGITransport(app=create_app(self.api))
-        self.http = httpx.AsyncClient(transport=transport, base_url="http://tideflow.test")
+        # With a signing key set the API's /v1 routes want it, as from any other client.
+        key = self.settings.signing_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.AsyncClient(
+            transport=transport, base_url="http://tideflow.test", headers=headers
+        )
         return self
 
     async def __aexit__(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from . import _heartbeat as heartbeat
 from . import _models as models
+from . import _views as views
 from ._base import Store
 from ._factory import create_store
 
-__all__ = ["Store", "create_store", "models"]
+__all__ = ["Store", "create_store", "heartbeat", "models", "views"]

@@ -8,6 +8,7 @@ from typing import Any
 from tideflow._core import protocol
 from tideflow._core.protocol import ErrorInfo
 
+from . import _heartbeat
 from ._models import (
     Applied,
     Change,
@@ -20,6 +21,7 @@ from ._models import (
     TimerRecord,
     WaitRecord,
 )
+from ._views import EventState, ProcessRecord, QueueDepths, RunPage
 
 
 class Store(abc.ABC):
@@ -199,6 +201,58 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def resolve_signal(self, signal: str, data: Any, now: int) -> tuple[str | None, Applied]:
         """Resumes the run waiting on `signal` with `data`; None if no run waits on it."""
+
+    # Reads of the dashboard
+
+    @abc.abstractmethod
+    async def list_runs(
+        self,
+        *,
+        page: RunPage,
+        limit: int,
+        function_id: str | None = None,
+        status: str | None = None,
+        from_ms: int = 0,
+    ) -> list[RunRecord]:
+        """Up to `limit` runs queued at or after `from_ms` and strictly before `page` in
+        (queued_at, run_id) order, newest first, optionally of one function and one status.
+        A keyset read over an index: deep pages cost what the first does."""
+
+    @abc.abstractmethod
+    async def get_event(self, internal_id: str) -> EventRecord | None:
+        """An event by its engine id, or None."""
+
+    @abc.abstractmethod
+    async def event_states(self, internal_ids: Sequence[str]) -> dict[str, EventState]:
+        """What became of each of these events that is stored (unknown ids are left out)."""
+
+    @abc.abstractmethod
+    async def step_deadlines(self, run_id: str) -> dict[str, int]:
+        """When each of the run's sleeping or waiting steps is due, by step hash."""
+
+    @abc.abstractmethod
+    async def function_run_counts(self, since: int) -> dict[str, dict[str, int]]:
+        """Runs queued since `since`, counted by function and status."""
+
+    @abc.abstractmethod
+    async def record_heartbeat(
+        self, process_id: str, kind: str, app_ids: Sequence[str], now: int
+    ) -> None:
+        """Records that the process is alive now (the first call also sets its start), and
+        forgets processes not seen for a day. Idempotent but for the time."""
+
+    @abc.abstractmethod
+    async def list_processes(self, seen_after: int) -> list[ProcessRecord]:
+        """Processes whose last heartbeat is at or after `seen_after`."""
+
+    @abc.abstractmethod
+    async def queue_depths(self) -> QueueDepths:
+        """Queued step jobs per app, and events not processed yet, counted now."""
+
+    async def heartbeat(self, process_id: str, kind: str, app_ids: Sequence[str]) -> None:
+        """Records the process every few seconds until cancelled: a process's one line to be
+        seen on the dashboard."""
+        await _heartbeat.beat(self, process_id, kind, app_ids)
 
     async def __aenter__(self) -> Store:
         await self.open()

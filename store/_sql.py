@@ -28,11 +28,13 @@ from tideflow._core.ids import new_id
 
 from . import _codec as codec
 from . import _models as m
+from . import _views as views
 from ._base import Store
 
 logger = logging.getLogger(__name__)
 
 DEDUP_WINDOW_MS = 24 * 3600 * 1000
+PROCESS_MEMORY_MS = 24 * 3600 * 1000
 _RUN_SCOPED = (m.ResolveStep, m.AddWait, m.ScheduleRetry, m.Dispatch, m.FinishRun)
 
 
@@ -348,6 +350,106 @@ class SqlStore(Store, abc.ABC):
                 return None, m.Applied(done=False)
             change.require_wait = False
             return run_id, await self._apply(tx, [change], now, runs)
+
+    # Dashboard reads
+
+    async def list_runs(
+        self,
+        *,
+        page: views.RunPage,
+        limit: int,
+        function_id: str | None = None,
+        status: str | None = None,
+        from_ms: int = 0,
+    ) -> list[m.RunRecord]:
+        params = {
+            "before_at": page.before_at,
+            "before_id": page.before_id,
+            "from_ms": from_ms,
+            "status": status,
+            "limit": limit,
+        }
+        async with self._autocommit() as tx:
+            if function_id is None:
+                rows = await tx.fetch("select_runs_page", params)
+            else:
+                rows = await tx.fetch(
+                    "select_function_runs_page", {**params, "function_id": function_id}
+                )
+        return [codec.run(row) for row in rows]
+
+    async def get_event(self, internal_id: str) -> m.EventRecord | None:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_event", {"internal_id": internal_id})
+        return codec.event(rows[0]) if rows else None
+
+    async def event_states(self, internal_ids: Sequence[str]) -> dict[str, views.EventState]:
+        params = {"internal_ids": list(internal_ids)}
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_event_states", params)
+            runs = await tx.fetch("select_event_run_ids", params)
+        run_ids: dict[str, list[str]] = {}
+        for run in runs:
+            run_ids.setdefault(run["event_id"], []).append(run["run_id"])
+        return {
+            row["internal_id"]: views.EventState(
+                internal_id=row["internal_id"],
+                received_at=row["received_at"],
+                processed=bool(row["processed"]),
+                duplicate=bool(row["duplicate"]),
+                run_ids=tuple(run_ids.get(row["internal_id"], ())),
+            )
+            for row in rows
+        }
+
+    async def step_deadlines(self, run_id: str) -> dict[str, int]:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_step_deadlines", {"run_id": run_id})
+        return {row["step_hash"]: row["due_at"] for row in rows}
+
+    async def function_run_counts(self, since: int) -> dict[str, dict[str, int]]:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_function_run_counts", {"since": since})
+        counts: dict[str, dict[str, int]] = {}
+        for row in rows:
+            counts.setdefault(row["function_id"], {})[row["status"]] = int(row["count"])
+        return counts
+
+    async def record_heartbeat(
+        self, process_id: str, kind: str, app_ids: Sequence[str], now: int
+    ) -> None:
+        params = {
+            "process_id": process_id,
+            "kind": kind,
+            "app_ids": codec.dumps(sorted(app_ids)),
+            "now": now,
+            "forget_before": now - PROCESS_MEMORY_MS,
+        }
+        async with self._transaction() as tx:
+            await tx.execute("upsert_process", params)
+
+    async def list_processes(self, seen_after: int) -> list[views.ProcessRecord]:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_processes", {"seen_after": seen_after})
+        return [
+            views.ProcessRecord(
+                process_id=row["process_id"],
+                kind=row["kind"],
+                app_ids=tuple(codec.loads(row["app_ids"])),
+                started_at=row["started_at"],
+                seen_at=row["seen_at"],
+            )
+            for row in rows
+        ]
+
+    async def queue_depths(self) -> views.QueueDepths:
+        async with self._autocommit() as tx:
+            jobs = await tx.fetch("select_queued_jobs_by_app", {})
+            events = await tx.fetch("count_unprocessed_events", {})
+        return views.QueueDepths(
+            jobs_by_app={row["app_id"]: int(row["count"]) for row in jobs},
+            unprocessed_events=int(events[0]["count"]) if events else 0,
+        )
 
     # Applying changes
 

@@ -98,6 +98,9 @@ class Worker:
             asyncio.create_task(self._consume(app_id), name=f"tideflow-worker-{app_id}")
             for app_id in self._apps
         ]
+        consumers.append(
+            asyncio.create_task(self._store.heartbeat(self._owner, "worker", self._apps))
+        )
         try:
             await stop.wait()
         finally:

@@ -426,3 +426,65 @@ VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(ts)s, %(user_data)s, %(v)
 ON CONFLICT (internal_id) DO NOTHING
 RETURNING processed
 
+
+-- name: migration_3
+-- The dashboard's reads: runs newest first by keyset (never OFFSET), overall and per
+-- function; processes that report a heartbeat.
+CREATE INDEX runs_by_queued ON runs (queued_at, run_id);
+CREATE INDEX runs_by_function ON runs (function_id, queued_at, run_id);
+CREATE TABLE processes (
+    process_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    app_ids TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    seen_at BIGINT NOT NULL
+);
+
+-- name: select_runs_page
+-- The first condition is the index range; the second only breaks ties at its edge.
+SELECT * FROM runs
+WHERE queued_at <= %(before_at)s AND (queued_at < %(before_at)s OR run_id < %(before_id)s)
+  AND queued_at >= %(from_ms)s AND (%(status)s::text IS NULL OR status = %(status)s)
+ORDER BY queued_at DESC, run_id DESC LIMIT %(limit)s
+
+-- name: select_function_runs_page
+SELECT * FROM runs
+WHERE function_id = %(function_id)s
+  AND queued_at <= %(before_at)s AND (queued_at < %(before_at)s OR run_id < %(before_id)s)
+  AND queued_at >= %(from_ms)s AND (%(status)s::text IS NULL OR status = %(status)s)
+ORDER BY queued_at DESC, run_id DESC LIMIT %(limit)s
+
+-- name: select_event
+SELECT * FROM events WHERE internal_id = %(internal_id)s
+
+-- name: select_event_states
+SELECT internal_id, received_at, processed, duplicate FROM events
+WHERE internal_id = ANY(%(internal_ids)s)
+
+-- name: select_event_run_ids
+SELECT event_id, run_id FROM runs
+WHERE event_id = ANY(%(internal_ids)s) ORDER BY queued_at, run_id
+
+-- name: select_step_deadlines
+SELECT step_hash, due_at FROM timers WHERE run_id = %(run_id)s AND kind IN ('sleep', 'wait')
+
+-- name: select_function_run_counts
+SELECT function_id, status, COUNT(*) AS count FROM runs WHERE queued_at >= %(since)s
+GROUP BY function_id, status
+
+-- name: upsert_process
+WITH forgotten AS (
+    DELETE FROM processes WHERE seen_at < %(forget_before)s
+)
+INSERT INTO processes (process_id, kind, app_ids, started_at, seen_at)
+VALUES (%(process_id)s, %(kind)s, %(app_ids)s, %(now)s, %(now)s)
+ON CONFLICT (process_id) DO UPDATE SET seen_at = excluded.seen_at, app_ids = excluded.app_ids
+
+-- name: select_processes
+SELECT * FROM processes WHERE seen_at >= %(seen_after)s ORDER BY kind, process_id
+
+-- name: select_queued_jobs_by_app
+SELECT app_id, COUNT(*) AS count FROM jobs WHERE status = 'queued' GROUP BY app_id
+
+-- name: count_unprocessed_events
+SELECT COUNT(*) AS count FROM events WHERE processed = 0
