@@ -9,6 +9,7 @@ from typing import Any
 
 import prometheus_client
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -18,9 +19,12 @@ from tideflow._core.ids import new_id
 from tideflow._settings import Settings
 from tideflow.broker import Broker, Seal, publish_events
 from tideflow.scheduler import Dispatcher
+from tideflow.scheduler import _metrics as run_metrics
 from tideflow.scheduler._system_events import finish_events
 from tideflow.store import Store
 from tideflow.store import models as m
+
+from . import _metrics
 
 logger = logging.getLogger(__name__)
 
@@ -57,21 +61,34 @@ class Api:
     async def send_events(self, request: Request) -> Response:
         key = request.path_params["event_key"]
         if self._settings.event_key is not None and key != self._settings.event_key:
+            _metrics.EVENTS_RECEIVED.inc()
+            _metrics.EVENTS_REJECTED.labels("invalid_key").inc()
             return _error(401, "invalid event key")
         try:
             payload = json.loads(await request.body())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            _metrics.EVENTS_RECEIVED.inc()
+            _metrics.EVENTS_REJECTED.labels("invalid_json").inc()
             return _error(400, f"body is not valid JSON: {exc}")
+        _metrics.EVENTS_RECEIVED.inc(len(payload) if isinstance(payload, list) else 1)
         try:
             events = ev.parse_events(payload)
         except errors.EventError as exc:
+            _metrics.EVENTS_REJECTED.labels("invalid_event").inc(
+                len(payload) if isinstance(payload, list) else 1
+            )
             return _error(400, str(exc))
         records = []
         for event in events:
             record = event.model_dump(mode="json")
             record["internal_id"] = new_id()
             records.append(record)
-        ids = await self.ingest(records)
+        try:
+            ids = await self.ingest(records)
+        except errors.StoreError:
+            _metrics.EVENTS_REJECTED.labels("store_unavailable").inc(len(records))
+            raise
+        _metrics.EVENTS_ACCEPTED.inc(len(ids))
         return JSONResponse({"ids": ids, "status": 200})
 
     async def event_runs(self, request: Request) -> Response:
@@ -99,6 +116,7 @@ class Api:
                 {"error": f"run has already ended: {run.status}", "data": run.to_api()},
                 status_code=409,
             )
+        run_metrics.RUNS_FINISHED.labels(run.function_id, m.CANCELLED).inc()
         await self._dispatcher.publish(applied)
         return JSONResponse({"data": run.to_api()})
 
@@ -164,4 +182,8 @@ def create_app(api: Api) -> Starlette:
     async def store_down(request: Request, exc: Exception) -> Response:
         return _error(503, f"the database is unavailable: {exc}")
 
-    return Starlette(routes=api.routes(), exception_handlers={errors.StoreError: store_down})
+    return Starlette(
+        routes=api.routes(),
+        exception_handlers={errors.StoreError: store_down},
+        middleware=[Middleware(_metrics.RequestMetrics)],
+    )

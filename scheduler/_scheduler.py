@@ -113,6 +113,7 @@ class Scheduler:
             "timers": self._timers_loop,
             "sweeper": self._sweeper_loop,
             "registry": self._registry_loop,
+            "metrics": lambda: _metrics.sample_queues(self._broker, self._registry.app_ids),
         }
         tasks = [
             asyncio.create_task(loop(), name=f"tideflow-scheduler-{name}")
@@ -232,11 +233,12 @@ class Scheduler:
         batch = [(outcome.job.job_id, self._plan_outcome(outcome, now)) for outcome in outcomes]
         results = await self._store.apply_outcomes(batch, now)
         published = m.Applied()
-        for (_, changes), applied in zip(batch, results, strict=True):
+        for outcome, (_, changes), applied in zip(outcomes, batch, results, strict=True):
             published.extend(applied)
+            _metrics.count_retries(outcome.run.function_id, changes)
             for change in changes:
                 if isinstance(change, m.FinishRun) and applied.done:
-                    _metrics.RUNS_FINISHED.labels(change.status).inc()
+                    _metrics.RUNS_FINISHED.labels(outcome.run.function_id, change.status).inc()
                 if isinstance(change, (m.AddWait, m.ScheduleRetry)):
                     self._timer_wakeup.set()
         await self._dispatcher.publish(published)
@@ -282,7 +284,7 @@ class Scheduler:
         claim_until = now + int(self._settings.lease_s * 1000)
         timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
         for timer in timers:
-            _metrics.TIMERS.labels(timer.kind).inc()
+            _metrics.observe_timer(timer, now)
             changes = planning.plan_timer(timer, self._registry, self.now_ms())
             applied = await self._store.fire_timer(timer, self._owner, changes, self.now_ms())
             await self._dispatcher.publish(applied)

@@ -139,17 +139,17 @@ class Worker:
         if state is None:
             return
         function = self._functions.get(state.run.function_id)
+        _metrics.job_started(state, now)
         renewal = asyncio.create_task(self._renew(message.job_id, lease_ms), name="tideflow-lease")
         try:
-            with _metrics.JOB_SECONDS.time():
+            with _metrics.JOB_SECONDS.time(), _metrics.JOBS_IN_FLIGHT.track_inprogress():
                 result = await self._execute(function, state)
         finally:
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
         _metrics.JOBS.labels(result.outcome.get("kind", "unknown")).inc()
-        for step in result.steps:
-            _metrics.STEPS.labels(step.status).inc()
+        _metrics.steps_done(state.run.function_id, result.steps)
         written = await self._store.finish_job(
             message.job_id,
             self._owner,
@@ -159,6 +159,7 @@ class Worker:
             now=self.now_ms(),
         )
         if not written:
+            _metrics.LEASES_LOST.inc()
             logger.warning("lost the lease of job %s; its result is dropped", message.job_id)
             return
         try:
