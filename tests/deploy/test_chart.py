@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
 import pytest
 import tideflow
+import yaml
 from rendering import (
     CHART,
     NAMESPACE,
@@ -255,3 +257,19 @@ def test_notes_tell_how_to_send_a_first_event() -> None:
     assert f"kubectl -n {NAMESPACE} port-forward svc/tf-tideflow-api 8288:8288" in text
     assert "curl -X POST http://127.0.0.1:8288/e/dev" in text
     assert "shop/user.created" in text
+
+
+def test_the_readmes_helm_install_renders_a_cluster_with_the_readmes_worker() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deploy to Kubernetes") : readme.index("## Monitoring")]
+    command = section[section.index("helm install") :].split("```")[0]
+    given: dict[str, Any] = {}
+    for expression in re.findall(r"--set (\S+)", command):
+        parsed = helm.parse_set_string(expression)
+        (key,) = parsed
+        given.setdefault(key, {}).update(parsed[key])
+    worker_values = section.split("```yaml")[1].split("```")[0]
+    objects = manifests({**given, **yaml.safe_load(worker_values)})
+    images = {container["image"] for _, container in containers(objects)}
+    assert images == {"registry.example.com/tideflow:0.1.0", "registry.example.com/billing:2.3.1"}
+    assert named(objects, "Deployment", "tf-tideflow-worker-billing")
