@@ -273,3 +273,18 @@ def test_the_readmes_helm_install_renders_a_cluster_with_the_readmes_worker() ->
     images = {container["image"] for _, container in containers(objects)}
     assert images == {"registry.example.com/tideflow:0.1.0", "registry.example.com/billing:2.3.1"}
     assert named(objects, "Deployment", "tf-tideflow-worker-billing")
+
+
+@pytest.mark.parametrize(
+    ("bad", "where"),
+    [
+        ({"workers": [{"name": "a", "app": "no-attribute", "appId": "a"}]}, "/workers/0/app"),
+        ({"workers": [{"name": "a", "app": "m:c"}]}, "appId"),
+        ({"workerDefaults": {"concurrency": 0}}, "/workerDefaults/concurrency"),
+        ({"config": {"logLevel": "LOUD"}}, "/config/logLevel"),
+        ({"secrets": {"databaseUrl": "mysql://db", "brokerUrl": "amqp://mq"}}, "databaseUrl"),
+    ],
+)
+def test_values_the_cli_would_refuse_fail_the_install(bad: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=where):
+        render({**URLS, **bad})
