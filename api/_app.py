@@ -21,8 +21,10 @@ from tideflow._core.ids import new_id
 from tideflow._core.protocol import ErrorInfo
 from tideflow.broker import Broker, Dispatcher, Seal, publish_events
 from tideflow.store import Store, heartbeat
+from tideflow.store import metrics as store_metrics
 from tideflow.store import models as m
 
+from . import _metrics
 from ._auth import Auth
 from ._dashboard import Dashboard
 from ._rest import Rest, iso
@@ -75,21 +77,34 @@ class Api:
     async def send_events(self, request: Request) -> Response:
         key = request.path_params["event_key"]
         if not self.auth.is_event_key(key):
+            _metrics.EVENTS_RECEIVED.inc()
+            _metrics.EVENTS_REJECTED.labels("invalid_key").inc()
             return _error(401, "invalid event key")
         try:
             payload = json.loads(await request.body())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            _metrics.EVENTS_RECEIVED.inc()
+            _metrics.EVENTS_REJECTED.labels("invalid_json").inc()
             return _error(400, f"body is not valid JSON: {exc}")
+        _metrics.EVENTS_RECEIVED.inc(len(payload) if isinstance(payload, list) else 1)
         try:
             events = ev.parse_events(payload)
         except errors.EventError as exc:
+            _metrics.EVENTS_REJECTED.labels("invalid_event").inc(
+                len(payload) if isinstance(payload, list) else 1
+            )
             return _error(400, str(exc))
         records = []
         for event in events:
             record = event.model_dump(mode="json")
             record["internal_id"] = new_id()
             records.append(record)
-        ids = await self.ingest(records)
+        try:
+            ids = await self.ingest(records)
+        except errors.StoreError:
+            _metrics.EVENTS_REJECTED.labels("store_unavailable").inc(len(records))
+            raise
+        _metrics.EVENTS_ACCEPTED.inc(len(ids))
         return JSONResponse({"ids": ids, "status": 200})
 
     async def event_runs(self, request: Request) -> Response:
@@ -119,6 +134,7 @@ class Api:
                 {"error": f"run has already ended: {run.status}", "data": run.to_api()},
                 status_code=409,
             )
+        store_metrics.run_finished(run.function_id, m.CANCELLED)
         await self._dispatcher.publish(applied)
         return JSONResponse({"data": run.to_api()})
 
@@ -218,7 +234,7 @@ def create_app(api: Api) -> Starlette:
     app = Starlette(
         routes=[*api.routes(), *dashboard.routes()],
         exception_handlers={errors.StoreError: store_down},
-        middleware=[Middleware(_Gate, api=api)],
+        middleware=[Middleware(_metrics.RequestMetrics), Middleware(_Gate, api=api)],
     )
     dashboard.bind(app)
     return app

@@ -75,6 +75,8 @@ class AmqpBroker(Broker):
         try:
             self._publisher = await self._open_connection()
             self._consumer = await self._open_connection()
+            _metrics.count_reconnects(self._publisher, "publisher")
+            _metrics.count_reconnects(self._consumer, "consumer")
             async with asyncio.timeout(_OPERATION_TIMEOUT_S):
                 channel = await self._publisher.channel(
                     publisher_confirms=True, on_return_raises=True

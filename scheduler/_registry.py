@@ -78,6 +78,9 @@ class Registry:
     def crons(self) -> list[tuple[FunctionSpec, str]]:
         return [(spec, cron) for spec in self._functions.values() for cron in spec.crons]
 
+    def app_ids(self) -> set[str]:
+        return {spec.app_id for spec in self._functions.values()}
+
 
 def _spec(config: dict[str, Any]) -> FunctionSpec:
     triggers, crons = [], []

@@ -14,6 +14,7 @@ from tideflow._core.protocol import ErrorInfo
 from tideflow._settings import Settings
 from tideflow.broker import Broker, Delivery, Dispatcher, OutcomeMessage, Seal, topology
 from tideflow.store import Store
+from tideflow.store import metrics as store_metrics
 from tideflow.store import models as m
 
 from . import _metrics
@@ -77,6 +78,7 @@ class Scheduler:
             "sweeper": self._sweeper_loop,
             "registry": self._registry_loop,
             "heartbeat": lambda: self._store.heartbeat(self._owner, "scheduler", ()),
+            "metrics": lambda: _metrics.sample_queues(self._broker, self._registry.app_ids),
         }
         tasks = [
             asyncio.create_task(loop(), name=f"tideflow-scheduler-{name}")
@@ -196,11 +198,12 @@ class Scheduler:
         batch = [(outcome.job.job_id, self._plan_outcome(outcome, now)) for outcome in outcomes]
         results = await self._store.apply_outcomes(batch, now)
         published = m.Applied()
-        for (_, changes), applied in zip(batch, results, strict=True):
+        for outcome, (_, changes), applied in zip(outcomes, batch, results, strict=True):
             published.extend(applied)
+            _metrics.count_retries(outcome.run.function_id, changes)
             for change in changes:
                 if isinstance(change, m.FinishRun) and applied.done:
-                    _metrics.RUNS_FINISHED.labels(change.status).inc()
+                    store_metrics.run_finished(outcome.run.function_id, change.status)
                 if isinstance(change, (m.AddWait, m.ScheduleRetry)):
                     self._timer_wakeup.set()
         await self._dispatcher.publish(published)
@@ -242,7 +245,7 @@ class Scheduler:
         claim_until = now + int(self._settings.lease_s * 1000)
         timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
         for timer in timers:
-            _metrics.TIMERS.labels(timer.kind).inc()
+            _metrics.observe_timer(timer, now)
             changes = planning.plan_timer(timer, self._registry, self.now_ms())
             applied = await self._store.fire_timer(timer, self._owner, changes, self.now_ms())
             await self._dispatcher.publish(applied)

@@ -10,6 +10,8 @@ from . import errors
 from ._core.durations import to_ms
 
 _N = TypeVar("_N", int, float)
+# Fields read from a variable other than TIDEFLOW_<FIELD>: a duration string, kept in seconds.
+_VARIABLE_OF_FIELD = {"session_ttl_s": "SESSION_TTL"}
 _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
@@ -99,6 +101,14 @@ class Settings:
             metrics_port=_number(env, "METRICS_PORT", 0, int) or None,
             step_timeout_s=_number(env, "STEP_TIMEOUT_S", defaults.step_timeout_s, float),
             shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_S", defaults.shutdown_grace_s, float),
+        )
+
+    @classmethod
+    def variables(cls) -> frozenset[str]:
+        """Every `TIDEFLOW_*` variable `from_env` reads (a deployment should set no other)."""
+        return frozenset(
+            f"TIDEFLOW_{_VARIABLE_OF_FIELD.get(field.name, field.name.upper())}"
+            for field in dataclasses.fields(cls)
         )
 
     def configure_logging(self) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from . import _heartbeat as heartbeat
+from . import _metrics as metrics
 from . import _models as models
 from . import _views as views
 from ._base import Store
 from ._factory import create_store
 
-__all__ = ["Store", "create_store", "heartbeat", "models", "views"]
+__all__ = ["Store", "create_store", "heartbeat", "metrics", "models", "views"]

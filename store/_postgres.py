@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from tideflow import errors
 
-from . import _metrics
+from . import _metrics, _pool_metrics
 from ._queries import load_queries
 from ._sql import SqlStore, Tx
 
@@ -125,6 +125,7 @@ class PostgresStore(SqlStore):
             await pool.close()
             raise errors.StoreConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
         self._pool = pool
+        _pool_metrics.track(pool)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

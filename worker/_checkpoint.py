@@ -30,8 +30,16 @@ class Checkpointer:
         buffered_steps: None to never write early (everything goes in the final write).
     """
 
-    def __init__(self, write: Write, *, buffered_steps: int | None, max_interval_ms: int) -> None:
+    def __init__(
+        self,
+        write: Write,
+        *,
+        buffered_steps: int | None,
+        max_interval_ms: int,
+        on_step: Callable[[m.StepRecord], None] | None = None,
+    ) -> None:
         self._write = write
+        self._on_step = on_step
         self._buffered_steps = buffered_steps
         self._max_interval_s = max_interval_ms / 1000
         self._steps: list[m.StepRecord] = []
@@ -42,6 +50,8 @@ class Checkpointer:
         self.is_lost = False
 
     def add(self, step: m.StepRecord, events: list[m.EventRecord]) -> None:
+        if self._on_step is not None:
+            self._on_step(step)
         self._steps.append(step)
         self._events.extend(events)
         if self._buffered_steps is None:

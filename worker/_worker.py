@@ -199,10 +199,11 @@ class Worker:
         if state is None:
             return
         function = self._functions.get(state.run.function_id)
+        _metrics.job_started(state, now)
         checkpointer = self._checkpointer(message.job_id, function, lease_ms)
         renewal = asyncio.create_task(self._renew(message.job_id, lease_ms), name="tideflow-lease")
         try:
-            with _metrics.JOB_SECONDS.time():
+            with _metrics.JOB_SECONDS.time(), _metrics.JOBS_IN_FLIGHT.track_inprogress():
                 outcome = await self._execute(function, state, checkpointer)
             steps, events = await checkpointer.take_rest()
         except BaseException:
@@ -222,6 +223,7 @@ class Worker:
             now=self.now_ms(),
         )
         if not written:
+            _metrics.LEASES_LOST.inc()
             logger.info(
                 "job %s lost its lease (run cancelled, or lapsed); its result is dropped",
                 message.job_id,
@@ -235,6 +237,7 @@ class Worker:
 
     def _checkpointer(self, job_id: str, function: Function | None, lease_ms: int) -> Checkpointer:
         policy = function.checkpointing if function is not None else None
+        function_id = function.id if function is not None else "unknown"
 
         async def write(steps: list[m.StepRecord], events: list[m.EventRecord]) -> bool:
             written = await self._store.checkpoint_job(
@@ -251,6 +254,7 @@ class Worker:
 
         return Checkpointer(
             write,
+            on_step=lambda step: _metrics.steps_done(function_id, [step]),
             buffered_steps=policy.buffered_steps if policy is not None else None,
             max_interval_ms=policy.max_interval_ms if policy is not None else 0,
         )

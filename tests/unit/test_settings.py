@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import tideflow
+
+
+class _Recording(dict[str, str]):
+    """An environment that notes every variable asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        raise AssertionError("settings must ask for variables by name, not scan the environment")
+
+
+def test_settings_read_exactly_the_variables_they_declare() -> None:
+    environ = _Recording()
+    tideflow.Settings.from_env(environ)
+    assert environ.asked == tideflow.Settings.variables()
+
+
+def test_new_settings_have_their_documented_defaults() -> None:
+    settings = tideflow.Settings.from_env({})
+    assert (settings.step_timeout_s, settings.shutdown_grace_s) == (900.0, 25.0)
+    tuned = tideflow.Settings.from_env(
+        {"TIDEFLOW_STEP_TIMEOUT_S": "2.5", "TIDEFLOW_SHUTDOWN_GRACE_S": "1"}
+    )
+    assert (tuned.step_timeout_s, tuned.shutdown_grace_s) == (2.5, 1.0)
