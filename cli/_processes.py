@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -145,6 +146,12 @@ async def run_worker(
             concurrency=concurrency,
         )
         await worker.run(stop)
+    if worker.has_abandoned:
+        # A step body running in a thread cannot be stopped, and the interpreter would wait
+        # for it at exit: leave now, its lease lapses and it runs elsewhere.
+        logger.warning("exiting with abandoned steps still running")
+        logging.shutdown()
+        os._exit(0)
 
 
 async def run_migrate(settings: Settings) -> None:

@@ -70,6 +70,8 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._stopping = False
+        self.has_abandoned = False
+        """True once a shutdown gave up on running jobs; their threads may still be going."""
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -120,6 +122,7 @@ class Worker:
         )
         _, running = await asyncio.wait(self._tasks, timeout=self._settings.shutdown_grace_s)
         if running:
+            self.has_abandoned = True
             logger.warning(
                 "abandoning %d jobs still running; their leases will lapse", len(running)
             )
