@@ -198,13 +198,8 @@ class SqlStore(Store, abc.ABC):
         outcome: protocol.Outcome,
         now: int,
     ) -> bool:
-        params = {
-            **self._job_writes(job_id, owner, steps, events),
-            "outcome": codec.dumps(protocol.encode(outcome)),
-            "now": now,
-        }
-        async with self._autocommit() as tx:
-            return bool(await tx.fetch("finish_job", params))
+        outcome_text = codec.dumps(protocol.encode(outcome))
+        return await self._write_job(job_id, owner, steps, events, outcome=outcome_text, now=now)
 
     async def checkpoint_job(
         self,
@@ -215,21 +210,32 @@ class SqlStore(Store, abc.ABC):
         events: Sequence[m.EventRecord],
         lease_until: int,
     ) -> bool:
-        params = {**self._job_writes(job_id, owner, steps, events), "lease_until": lease_until}
-        async with self._autocommit() as tx:
-            return bool(await tx.fetch("checkpoint_job", params))
+        return await self._write_job(job_id, owner, steps, events, lease_until=lease_until)
 
-    @staticmethod
-    def _job_writes(
-        job_id: str, owner: str, steps: Sequence[m.StepRecord], events: Sequence[m.EventRecord]
-    ) -> dict[str, Any]:
-        # One statement writes them all, so it needs no transaction around it.
-        return {
+    async def _write_job(
+        self,
+        job_id: str,
+        owner: str,
+        steps: Sequence[m.StepRecord],
+        events: Sequence[m.EventRecord],
+        *,
+        outcome: str | None = None,
+        now: int = 0,
+        lease_until: int = 0,
+    ) -> bool:
+        params = {
             "job_id": job_id,
             "owner": owner,
             "steps": codec.dumps([codec.step_params("", step) for step in codec.folded(steps)]),
             "events": codec.dumps([codec.event_params(event) for event in events]),
+            "finish": outcome is not None,
+            "outcome": outcome,
+            "now": now,
+            "lease_until": lease_until,
         }
+        # One statement writes them all, so it needs no transaction around it.
+        async with self._autocommit() as tx:
+            return bool(await tx.fetch("write_job", params))
 
     # Scheduler side
 

@@ -237,42 +237,18 @@ SELECT * FROM steps WHERE run_id = %(run_id)s ORDER BY seq
 UPDATE jobs SET lease_until = %(lease_until)s
 WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
 
--- name: finish_job
--- The outcome, the steps and the events they sent in one statement, only if the lease is still
--- held (a cancelled run has no jobs left). A step already Completed or Failed keeps its first
--- result.
+-- name: write_job
+-- What a job has done, in one statement, only if `owner` still holds its lease (a cancelled
+-- run has no jobs left): its finished steps, the events they sent, and, when the job ends
+-- (`finish`), its outcome. A write while it goes on (a checkpoint) extends the lease; the job
+-- row's lock orders it after a concurrent claim or cancel. A step already Completed or Failed
+-- keeps its first result.
 WITH held AS (
-    UPDATE jobs SET status = 'done', outcome = %(outcome)s, done_at = %(now)s
-    WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
-    RETURNING run_id
-), recorded AS (
-    INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
-    SELECT held.run_id, s.hash, s.name, s.op, s.status, s.attempt, s.output, s.error,
-           s.started_at, s.ended_at
-    FROM held, ROWS FROM (json_to_recordset(%(steps)s::json)
-        AS (hash text, name text, op text, status text, attempt int, output text, error text,
-            started_at bigint, ended_at bigint)) WITH ORDINALITY AS s
-    ORDER BY s.ordinality
-    ON CONFLICT (run_id, hash) DO UPDATE
-    SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
-        error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
-        ended_at = excluded.ended_at
-    WHERE steps.status NOT IN ('Completed', 'Failed')
-), sent AS (
-    INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
-    SELECT e.internal_id, e.id, e.name, e.data, e.ts, e.user_data, e.v, e.target, e.received_at
-    FROM held, json_to_recordset(%(events)s::json)
-        AS e(internal_id text, id text, name text, data text, ts bigint, user_data text, v text,
-             target text, received_at bigint)
-    ON CONFLICT (internal_id) DO NOTHING
-)
-SELECT run_id FROM held
-
--- name: checkpoint_job
--- A job's finished steps, written while it runs its next ones; extends the lease, whose row lock
--- orders this write after a concurrent claim or cancel.
-WITH held AS (
-    UPDATE jobs SET lease_until = GREATEST(lease_until, %(lease_until)s)
+    UPDATE jobs SET
+        lease_until = GREATEST(lease_until, %(lease_until)s),
+        status = CASE WHEN %(finish)s THEN 'done' ELSE status END,
+        outcome = CASE WHEN %(finish)s THEN %(outcome)s ELSE outcome END,
+        done_at = CASE WHEN %(finish)s THEN %(now)s ELSE done_at END
     WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
     RETURNING run_id
 ), recorded AS (

@@ -184,17 +184,27 @@ SELECT * FROM steps WHERE run_id = :run_id ORDER BY rowid
 UPDATE jobs SET lease_until = :lease_until
 WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
 
--- name: finish_job
--- The outcome, the steps and the events they sent, only if the lease is still held (a
--- cancelled run has no jobs left). A step already Completed or Failed keeps its first result.
-UPDATE jobs SET status = 'done', outcome = :outcome, done_at = :now
+-- name: write_job
+-- What a job has done, only if `owner` still holds its lease (a cancelled run has no jobs left):
+-- its finished steps, the events they sent, and, when the job ends (`finish`), its outcome. A
+-- write while it goes on (a checkpoint) extends the lease. A step already Completed or Failed
+-- keeps its first result.
+UPDATE jobs SET
+    lease_until = MAX(lease_until, :lease_until),
+    status = CASE WHEN :finish THEN 'done' ELSE status END,
+    outcome = CASE WHEN :finish THEN :outcome ELSE outcome END,
+    done_at = CASE WHEN :finish THEN :now ELSE done_at END
 WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
 RETURNING run_id;
 INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
 SELECT (SELECT run_id FROM jobs WHERE job_id = :job_id),
        value ->> 'hash', value ->> 'name', value ->> 'op', value ->> 'status', value ->> 'attempt',
        value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at'
-FROM json_each(:steps) WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = :job_id AND status = 'done' AND lease_owner = :owner) ORDER BY key
+FROM json_each(:steps) WHERE EXISTS (
+    SELECT 1 FROM jobs WHERE job_id = :job_id AND lease_owner = :owner
+      AND status = CASE WHEN :finish THEN 'done' ELSE 'leased' END
+)
+ORDER BY key
 ON CONFLICT (run_id, hash) DO UPDATE
 SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
     error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
@@ -203,28 +213,10 @@ WHERE steps.status NOT IN ('Completed', 'Failed');
 INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
 SELECT value ->> 'internal_id', value ->> 'id', value ->> 'name', value ->> 'data', value ->> 'ts',
        value ->> 'user_data', value ->> 'v', value ->> 'target', value ->> 'received_at'
-FROM json_each(:events) WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = :job_id AND status = 'done' AND lease_owner = :owner)
-ON CONFLICT (internal_id) DO NOTHING
-
--- name: checkpoint_job
--- A job's finished steps, written while it runs its next ones; extends the lease.
-UPDATE jobs SET lease_until = MAX(lease_until, :lease_until)
-WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
-RETURNING run_id;
-INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
-SELECT (SELECT run_id FROM jobs WHERE job_id = :job_id),
-       value ->> 'hash', value ->> 'name', value ->> 'op', value ->> 'status', value ->> 'attempt',
-       value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at'
-FROM json_each(:steps) WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner) ORDER BY key
-ON CONFLICT (run_id, hash) DO UPDATE
-SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
-    error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
-    ended_at = excluded.ended_at
-WHERE steps.status NOT IN ('Completed', 'Failed');
-INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
-SELECT value ->> 'internal_id', value ->> 'id', value ->> 'name', value ->> 'data', value ->> 'ts',
-       value ->> 'user_data', value ->> 'v', value ->> 'target', value ->> 'received_at'
-FROM json_each(:events) WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner)
+FROM json_each(:events) WHERE EXISTS (
+    SELECT 1 FROM jobs WHERE job_id = :job_id AND lease_owner = :owner
+      AND status = CASE WHEN :finish THEN 'done' ELSE 'leased' END
+)
 ON CONFLICT (internal_id) DO NOTHING
 
 -- name: lock_runs
