@@ -21,6 +21,8 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 from aio_pika.queue import QueueIterator
 from tideflow import errors
+from tideflow._core.backoff import Backoff
+from tideflow._core.urls import mask_url
 
 from . import _metrics
 from . import _topology as topology
@@ -29,6 +31,10 @@ from ._base import Broker, Delivery, Message, declare_fixed_topology
 logger = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_S = 5.0
+# aio-pika's robust connection re-opens a lost connection at a fixed `reconnect_interval`:
+# it has no backoff of its own. A TCP connect a second costs a server nothing, and resumes
+# work within a second of RabbitMQ's return; the backoff lives in our own loops (publish
+# retries, consumers restarting, `_retry` at start).
 _RECONNECT_INTERVAL_S = 1.0
 _OPERATION_TIMEOUT_S = 10.0
 _PUBLISH_PATIENCE_S = 12.0
@@ -54,7 +60,9 @@ class AmqpBroker(Broker):
     """
 
     def __init__(self, url: str) -> None:
+        _quiet_connection_failures()
         self._url = url
+        self._where = mask_url(url)
         self._publisher: AbstractRobustConnection | None = None
         self._consumer: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -136,7 +144,8 @@ class AmqpBroker(Broker):
 
     async def _publish(self, outgoing: Sequence[_Outgoing]) -> None:
         channel = self._require_channel()
-        pending, delay = list(outgoing), _RETRY_FIRST_S
+        pending = list(outgoing)
+        backoff = Backoff(base_s=_RETRY_FIRST_S, cap_s=_RETRY_MAX_S)
         patience_s = _PUBLISH_PATIENCE_S + len(pending) / 1000
         try:
             async with asyncio.timeout(patience_s):
@@ -154,11 +163,16 @@ class AmqpBroker(Broker):
                     if failed and self._channel is not channel:
                         raise errors.BrokerConnectionError("the AMQP broker was closed")
                     if failed:
-                        logger.warning(
-                            "publishing failed (%r); again in %.1fs", failed[0][1], delay
+                        delay = backoff.next_delay()
+                        logger.log(
+                            logging.WARNING if backoff.should_warn() else logging.DEBUG,
+                            "publishing to %s failed (attempt %d: %r); again in %.1fs",
+                            self._where,
+                            backoff.attempt,
+                            failed[0][1],
+                            delay,
                         )
                         await asyncio.sleep(delay)
-                        delay = min(delay * 2, _RETRY_MAX_S)
                     pending = [item for item, _ in failed]
         except TimeoutError as exc:
             raise errors.BrokerConnectionError(
@@ -174,7 +188,7 @@ class AmqpBroker(Broker):
 
     async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
         connection = self._consumer
-        delay = _RETRY_FIRST_S
+        backoff = Backoff(base_s=_RETRY_FIRST_S, cap_s=_RETRY_MAX_S)
         while connection is not None and self._consumer is connection:
             session: _Session | None = None
             try:
@@ -188,11 +202,12 @@ class AmqpBroker(Broker):
                 async for message in session.iterator:
                     if _is_stale(message):
                         continue
-                    delay = _RETRY_FIRST_S
+                    backoff.reset()
                     session.outstanding += 1
                     _metrics.CONSUMED.labels("amqp", queue).inc()
                     yield _AmqpDelivery(self, session, queue, message)
-                logger.info("the consumer of %s ended; starting another", queue)
+                delay = backoff.next_delay()
+                logger.info("the consumer of %s ended; another in %.1fs", queue, delay)
             except Exception as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -202,14 +217,45 @@ class AmqpBroker(Broker):
                     raise errors.BrokerError(f"consuming {queue}: {exc!r}") from exc
                 if not isinstance(exc, _TRANSIENT):
                     raise
-                logger.warning("consuming %s interrupted (%r); again in %.1fs", queue, exc, delay)
+                delay = backoff.next_delay()
+                logger.log(
+                    logging.WARNING if backoff.should_warn() else logging.DEBUG,
+                    "consuming %s from %s interrupted (attempt %d: %r); again in %.1fs",
+                    queue,
+                    self._where,
+                    backoff.attempt,
+                    exc,
+                    delay,
+                )
             finally:
                 if session is not None:
                     await session.end()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._closing.wait()
-            delay = min(delay * 2, _RETRY_MAX_S)
+
+
+class _ConnectionFailureFilter(logging.Filter):
+    """Drops the drivers' lines about a connection attempt failing, which they also raise:
+    whoever retries reports it (`_retry` at start, throttled; aio-pika's robust connection
+    once connected), so an outage does not print an error a second. aiormq logs every failed
+    attempt at ERROR; aio-pika logs "closed, reconnecting" even for a first attempt that
+    never connected (and will not reconnect: it raised)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("error when creating transport"):
+            return False
+        if message.startswith("Connection to %s closed") and isinstance(record.args, tuple):
+            return getattr(record.args[0], "connection_attempt", 1) != 0
+        return True
+
+
+def _quiet_connection_failures() -> None:
+    for name in ("aiormq.connection", "aio_pika.robust_connection"):
+        driver_logger = logging.getLogger(name)
+        if not any(isinstance(f, _ConnectionFailureFilter) for f in driver_logger.filters):
+            driver_logger.addFilter(_ConnectionFailureFilter())
 
 
 def _outgoing(

@@ -26,6 +26,7 @@ class Settings:
     lease_s: float = 30.0
     env: str = "production"
     metrics_port: int | None = None
+    connect_timeout_s: float = 120.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +57,7 @@ class Settings:
             lease_s=_number(env, "LEASE_S", defaults.lease_s, float),
             env=text("ENV", defaults.env),
             metrics_port=_number(env, "METRICS_PORT", 0, int) or None,
+            connect_timeout_s=_number(env, "CONNECT_TIMEOUT_S", defaults.connect_timeout_s, float),
         )
 
     def configure_logging(self) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -11,12 +13,16 @@ import psycopg.errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from tideflow import errors
+from tideflow._core.urls import mask_url
 
 from . import _metrics
 from ._queries import load_queries
 from ._sql import SqlStore, Tx
 
+logger = logging.getLogger(__name__)
+
 _MIGRATION_PREFIX = "migration_"
+_POOL_RECONNECT_TIMEOUT_S = 30.0
 # SQLSTATEs of operational errors that end one transaction while the server is fine (class
 # 40: deadlock, serialisation failure; a statement or lock timeout): ordinary, retryable
 # store errors. psycopg files them under OperationalError, beside lost connections.
@@ -95,14 +101,15 @@ class PostgresStore(SqlStore):
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
 
     async def open(self) -> None:
+        """Connects once, or raises `StoreConnectionError`: the caller owns the retry schedule
+        at start (`tideflow.cli` retries with backoff); afterwards the pool reconnects."""
         if self._pool is not None:
             return
+        connect_timeout = max(1, round(self._connect_timeout_s))
         # One direct attempt first: the pool would retry until its timeout and then report
         # only that it timed out, where this names the cause (refused, unknown database, ...).
         try:
-            probe = await psycopg.AsyncConnection.connect(
-                self.url, connect_timeout=max(1, round(self._connect_timeout_s))
-            )
+            probe = await psycopg.AsyncConnection.connect(self.url, connect_timeout=connect_timeout)
         except psycopg.Error as exc:
             raise errors.StoreConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
         await probe.close()
@@ -111,12 +118,22 @@ class PostgresStore(SqlStore):
             min_size=self._min_size,
             max_size=self._max_size,
             # Autocommit, so that every transaction is an explicit `transaction()` block.
-            kwargs={"autocommit": True},
+            # A bounded connect, so that a server gone silent (not refusing) costs the pool's
+            # background attempts seconds, not the operating system's minutes.
+            kwargs={"autocommit": True, "connect_timeout": connect_timeout},
             # No check when lent out (a round trip per transaction): a connection that a
             # restarted server dropped fails its next call once, the caller retries, and the
             # pool discards the broken connection.
             # Bounds the wait for a connection, so calls fail fast while the server is down.
             timeout=self._connect_timeout_s,
+            # The pool replaces a lost connection in the background with its own backoff
+            # (1 s, doubling, ±10% jitter, no cap), giving up after `reconnect_timeout`. Its
+            # default, 5 minutes, lets one wait grow past two minutes after the server is back;
+            # 30 s caps it at 16 s, and the next caller that finds the pool short starts a
+            # fresh series (demand grows the pool), so nothing stays unconnected for long.
+            reconnect_timeout=_POOL_RECONNECT_TIMEOUT_S,
+            reconnect_failed=self._reconnect_failed,
+            name="tideflow",
             open=False,
         )
         try:
@@ -124,7 +141,17 @@ class PostgresStore(SqlStore):
         except psycopg.Error as exc:
             await pool.close()
             raise errors.StoreConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
+        except BaseException:  # cancelled: leave no pool workers behind
+            await asyncio.shield(pool.close())
+            raise
         self._pool = pool
+
+    def _reconnect_failed(self, pool: AsyncConnectionPool[Any]) -> None:
+        logger.warning(
+            "PostgreSQL at %s: no new connection for %.0fs; trying again when one is needed",
+            mask_url(self.url),
+            _POOL_RECONNECT_TIMEOUT_S,
+        )
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
