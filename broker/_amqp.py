@@ -22,7 +22,7 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryErr
 from aio_pika.queue import QueueIterator
 from tideflow import errors
 from tideflow._core.backoff import Backoff
-from tideflow._core.urls import mask_url
+from tideflow._core.urls import mask_url, redact
 
 from . import _metrics
 from . import _topology as topology
@@ -60,9 +60,15 @@ class AmqpBroker(Broker):
     """
 
     def __init__(self, url: str) -> None:
+        self._where = mask_url(url)
+        try:
+            urllib.parse.urlsplit(url).port  # noqa: B018 (a typo is refused, not retried)
+        except ValueError as exc:
+            raise errors.ConfigError(
+                f"invalid AMQP URL {self._where}: {redact(str(exc), url)}"
+            ) from exc
         _quiet_connection_failures()
         self._url = url
-        self._where = mask_url(url)
         self._publisher: AbstractRobustConnection | None = None
         self._consumer: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -93,7 +99,8 @@ class AmqpBroker(Broker):
             await self.close()
             where = urllib.parse.urlsplit(self._url)
             raise errors.BrokerConnectionError(
-                f"cannot connect to RabbitMQ at {where.hostname}:{where.port or 5672}: {exc!r}"
+                f"cannot connect to RabbitMQ at {where.hostname}:{where.port or 5672}: "
+                f"{redact(repr(exc), self._url)}"
             ) from exc
         await declare_fixed_topology(self)
 

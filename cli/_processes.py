@@ -13,7 +13,7 @@ import prometheus_client
 import uvicorn
 from tideflow import Client, Function, Settings, errors
 from tideflow._core.backoff import Backoff
-from tideflow._core.urls import mask_url
+from tideflow._core.urls import mask_url, redact
 from tideflow.api import Api, create_app
 from tideflow.broker import Broker, create_broker
 from tideflow.scheduler import Scheduler
@@ -61,7 +61,7 @@ async def _retry(
         except (errors.StoreConnectionError, errors.BrokerConnectionError) as exc:
             delay = backoff.next_delay()
             elapsed = time.monotonic() - started
-            reason = _first_line(exc)
+            reason = redact(_first_line(exc), url)
             if elapsed >= settings.connect_timeout_s:
                 raise type(exc)(
                     f"cannot reach the {what} at {where}: {backoff.attempt} attempts over "

@@ -10,10 +10,11 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from tideflow import errors
-from tideflow._core.urls import mask_url
+from tideflow._core.urls import mask_url, redact
 
 from . import _metrics
 from ._queries import load_queries
@@ -102,25 +103,63 @@ class PostgresStore(SqlStore):
 
     async def open(self) -> None:
         """Connects once, or raises `StoreConnectionError`: the caller owns the retry schedule
-        at start (`tideflow.cli` retries with backoff); afterwards the pool reconnects."""
+        at start (`tideflow.cli` retries with backoff); afterwards the pool reconnects.
+
+        Raises:
+            ConfigError: the URL is not a valid PostgreSQL URL (retrying cannot help).
+            StoreConnectionError: PostgreSQL cannot be reached, or refused the connection.
+        """
         if self._pool is not None:
             return
-        connect_timeout = max(1, round(self._connect_timeout_s))
+        try:
+            conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError as exc:
+            raise errors.ConfigError(
+                f"invalid PostgreSQL URL {mask_url(self.url)}: {self._redacted(exc)}"
+            ) from exc
         # One direct attempt first: the pool would retry until its timeout and then report
         # only that it timed out, where this names the cause (refused, unknown database, ...).
         try:
-            probe = await psycopg.AsyncConnection.connect(self.url, connect_timeout=connect_timeout)
+            probe = await psycopg.AsyncConnection.connect(
+                self.url, connect_timeout=self._connect_timeout
+            )
         except psycopg.Error as exc:
-            raise errors.StoreConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
+            raise errors.StoreConnectionError(
+                f"cannot reach PostgreSQL: {self._redacted(exc)}"
+            ) from exc
         await probe.close()
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+        pool = self._new_pool()
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout_s)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise errors.StoreConnectionError(
+                f"cannot reach PostgreSQL: {self._redacted(exc)}"
+            ) from exc
+        except BaseException:  # cancelled: leave no pool workers behind
+            await asyncio.shield(pool.close())
+            raise
+        self._pool = pool
+
+    @property
+    def _connect_timeout(self) -> int:
+        return max(1, round(self._connect_timeout_s))
+
+    def _redacted(self, exc: BaseException) -> str:
+        # libpq quotes the part of a URL it cannot parse, which may be the password; its
+        # further lines are generic hints ("Is the server running on that host ...?").
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        return redact(lines[0], self.url)
+
+    def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        return AsyncConnectionPool(
             self.url,
             min_size=self._min_size,
             max_size=self._max_size,
             # Autocommit, so that every transaction is an explicit `transaction()` block.
             # A bounded connect, so that a server gone silent (not refusing) costs the pool's
             # background attempts seconds, not the operating system's minutes.
-            kwargs={"autocommit": True, "connect_timeout": connect_timeout},
+            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
             # No check when lent out (a round trip per transaction): a connection that a
             # restarted server dropped fails its next call once, the caller retries, and the
             # pool discards the broken connection.
@@ -136,15 +175,6 @@ class PostgresStore(SqlStore):
             name="tideflow",
             open=False,
         )
-        try:
-            await pool.open(wait=True, timeout=self._connect_timeout_s)
-        except psycopg.Error as exc:
-            await pool.close()
-            raise errors.StoreConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
-        except BaseException:  # cancelled: leave no pool workers behind
-            await asyncio.shield(pool.close())
-            raise
-        self._pool = pool
 
     def _reconnect_failed(self, pool: AsyncConnectionPool[Any]) -> None:
         logger.warning(

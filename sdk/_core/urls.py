@@ -52,3 +52,26 @@ def _masked_query(query: str) -> str:
         return query
     masked = [(key, MASK if key.lower() in _SECRET_PARAMS else value) for key, value in pairs]
     return urllib.parse.urlencode(masked, safe="*")
+
+
+def redact(text: str, url: str) -> str:
+    """`text` (a driver's error message, say) without the password of `url`, as written in the
+    URL or percent-decoded, and with `url` itself masked wherever it appears."""
+    text = text.replace(url, mask_url(url))
+    for password in _passwords(url):
+        text = text.replace(password, MASK)
+    return text
+
+
+def _passwords(url: str) -> list[str]:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return []
+    userinfo, at, _host = parts.netloc.rpartition("@")
+    raw = [userinfo.partition(":")[2]] if at else []
+    raw += [value for key, value in query if key.lower() in _SECRET_PARAMS]
+    found = {form for secret in raw for form in (secret, urllib.parse.unquote(secret))}
+    # Longest first, so that a password containing another is replaced whole.
+    return sorted((p for p in found if p), key=len, reverse=True)

@@ -95,6 +95,33 @@ def test_an_unreachable_server_ends_the_process_with_one_line_naming_the_masked_
     assert not [line for line in result.stderr.splitlines() if " ERROR " in line], output
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TIDEFLOW_DATABASE_URL": "postgresql://app:hunter%2-never-shown@127.0.0.1:5432/db"},
+            "tideflow: invalid PostgreSQL URL postgresql://app:***@127.0.0.1:5432/db: "
+            'invalid percent-encoded token: "***"',
+        ),
+        (
+            {"TIDEFLOW_BROKER_URL": f"amqp://app:{PASSWORD}@127.0.0.1:notaport/"},
+            "tideflow: invalid AMQP URL amqp://app:***@127.0.0.1:notaport/: "
+            "Port could not be cast to integer value as 'notaport'",
+        ),
+    ],
+    ids=["postgresql", "amqp"],
+)
+def test_a_malformed_url_is_refused_at_once_without_its_password(
+    tmp_path: pathlib.Path, env: dict[str, str], message: str
+) -> None:
+    env = {"TIDEFLOW_DATABASE_URL": f"sqlite:///{tmp_path}/dev.db", **env}
+
+    result = tideflow("migrate", env=env, cwd=tmp_path)
+
+    # Not retried: the one line comes without any warning of a failed attempt before it.
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", f"{message}\n")
+
+
 @pytest.fixture(scope="session")
 def venv_without_cluster(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """A virtualenv with tideflow installed as `pip install tideflow` would: no cluster extra."""

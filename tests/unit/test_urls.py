@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from tideflow._core.urls import mask_url
+from tideflow._core.urls import mask_url, redact
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,28 @@ def test_the_password_is_masked(url: str, shown: str) -> None:
 )
 def test_a_url_without_a_password_is_unchanged(url: str) -> None:
     assert mask_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("text", "url", "shown"),
+    [
+        (
+            'invalid percent-encoded token: "s3c%ret"',
+            "postgresql://app:s3c%ret@db/tideflow",
+            'invalid percent-encoded token: "***"',
+        ),
+        (
+            "login as app with p@ss refused (amqp://app:p%40ss@rabbit/)",
+            "amqp://app:p%40ss@rabbit/",
+            "login as app with *** refused (amqp://app:***@rabbit/)",
+        ),
+        (
+            "password=s3cret was refused",
+            "postgresql://db/tideflow?user=app&password=s3cret",
+            "password=*** was refused",
+        ),
+        ("connection refused", "postgresql://app@db/tideflow", "connection refused"),
+    ],
+)
+def test_redact_removes_the_urls_password_from_a_message(text: str, url: str, shown: str) -> None:
+    assert redact(text, url) == shown
