@@ -25,17 +25,13 @@ from tideflow._core.backoff import Backoff
 from tideflow._core.urls import mask_url, redact
 
 from . import _metrics
+from . import _reconnection as reconnection
 from . import _topology as topology
 from ._base import Broker, Delivery, Message, declare_fixed_topology
 
 logger = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_S = 5.0
-# aio-pika's robust connection re-opens a lost connection at a fixed `reconnect_interval`:
-# it has no backoff of its own. A TCP connect a second costs a server nothing, and resumes
-# work within a second of RabbitMQ's return; the backoff lives in our own loops (publish
-# retries, consumers restarting, `_retry` at start).
-_RECONNECT_INTERVAL_S = 1.0
 _OPERATION_TIMEOUT_S = 10.0
 _PUBLISH_PATIENCE_S = 12.0
 _RETRY_FIRST_S = 0.1
@@ -52,7 +48,7 @@ class AmqpBroker(Broker):
 
     Publishing and consuming use separate robust connections, as RabbitMQ advises: when it
     blocks publishers (a memory or disk alarm), consumers can still ack and drain their
-    queues. aio-pika re-opens a lost connection every second; consumers then resume by
+    queues. aio-pika re-opens a lost connection, with backoff; consumers then resume by
     themselves, and the deliveries that were in hand come again.
 
     Args:
@@ -67,7 +63,7 @@ class AmqpBroker(Broker):
             raise errors.ConfigError(
                 f"invalid AMQP URL {self._where}: {redact(str(exc), url)}"
             ) from exc
-        _quiet_connection_failures()
+        reconnection.quiet_driver_logs()
         self._url = url
         self._publisher: AbstractRobustConnection | None = None
         self._consumer: AbstractRobustConnection | None = None
@@ -105,9 +101,14 @@ class AmqpBroker(Broker):
         await declare_fixed_topology(self)
 
     async def _open_connection(self) -> AbstractRobustConnection:
-        return await aio_pika.connect_robust(
-            self._url, timeout=_CONNECT_TIMEOUT_S, reconnect_interval=_RECONNECT_INTERVAL_S
+        # aio-pika's reconnect interval is one fixed number: `Reconnection` turns it into a
+        # backoff (see there); our own loops (publish retries, consumers restarting) back off
+        # with `Backoff` too.
+        connection = await aio_pika.connect_robust(
+            self._url, timeout=_CONNECT_TIMEOUT_S, reconnect_interval=reconnection.FIRST_S
         )
+        reconnection.Reconnection(self._where, is_closing=self._closing.is_set).attach(connection)
+        return connection
 
     async def close(self) -> None:
         self._closing.set()
@@ -220,7 +221,8 @@ class AmqpBroker(Broker):
                 if task is not None and task.cancelling():
                     # aio-pika's iterator may replace a cancellation with its cleanup's error.
                     raise asyncio.CancelledError from exc
-                if isinstance(exc, AMQPError):
+                # A lost connection is both (AMQPConnectionError is an OSError): it passes.
+                if isinstance(exc, AMQPError) and not isinstance(exc, _TRANSIENT):
                     raise errors.BrokerError(f"consuming {queue}: {exc!r}") from exc
                 if not isinstance(exc, _TRANSIENT):
                     raise
@@ -240,29 +242,6 @@ class AmqpBroker(Broker):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._closing.wait()
-
-
-class _ConnectionFailureFilter(logging.Filter):
-    """Drops the drivers' lines about a connection attempt failing, which they also raise:
-    whoever retries reports it (`_retry` at start, throttled; aio-pika's robust connection
-    once connected), so an outage does not print an error a second. aiormq logs every failed
-    attempt at ERROR; aio-pika logs "closed, reconnecting" even for a first attempt that
-    never connected (and will not reconnect: it raised)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        if message.startswith("error when creating transport"):
-            return False
-        if message.startswith("Connection to %s closed") and isinstance(record.args, tuple):
-            return getattr(record.args[0], "connection_attempt", 1) != 0
-        return True
-
-
-def _quiet_connection_failures() -> None:
-    for name in ("aiormq.connection", "aio_pika.robust_connection"):
-        driver_logger = logging.getLogger(name)
-        if not any(isinstance(f, _ConnectionFailureFilter) for f in driver_logger.filters):
-            driver_logger.addFilter(_ConnectionFailureFilter())
 
 
 def _outgoing(

@@ -1,0 +1,156 @@
+"""RabbitMQ going away under a connected broker, seen through a TCP proxy that this test cuts
+and restores (the shared server itself is never touched)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from tideflow.broker import Delivery, Message, create_broker, topology
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
+
+DEADLINE_S = 30.0
+
+
+class Proxy:
+    """Forwards a local port to RabbitMQ; `cut()` drops every connection and refuses new
+    ones until `restore()`."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+        await self._server.wait_closed()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self._writers.update((writer, up_writer))
+        pipes = [
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        ]
+        self._pipes.update(pipes)
+        await asyncio.gather(*pipes, return_exceptions=True)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.transport.abort()
+
+
+@pytest.fixture
+async def proxied(rabbitmq_url: str) -> AsyncIterator[tuple[Proxy, str]]:
+    url = urllib.parse.urlsplit(rabbitmq_url)
+    proxy = Proxy((url.hostname or "127.0.0.1", url.port or 5672))
+    await proxy.restore()
+    yield proxy, url._replace(netloc=f"guest:guest@127.0.0.1:{proxy.port}").geturl()
+    with contextlib.suppress(AssertionError):
+        await proxy.cut()
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    for _ in range(int(DEADLINE_S / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_lost_connection_comes_back_with_backoff_and_throttled_warnings(
+    proxied: tuple[Proxy, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy, url = proxied
+    caplog.set_level(logging.DEBUG, logger="tideflow.broker")
+    broker = create_broker(url)
+    await broker.connect()
+    received: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    async def consume() -> None:
+        async for delivery in broker.consume("test.reconnect", prefetch=10):
+            await received.put(delivery)
+
+    await broker.declare_queue(
+        "test.reconnect", exchange=topology.INTERNAL_EXCHANGE, routing_keys=["reconnect"]
+    )
+    consumer = asyncio.create_task(consume())
+    try:
+        # Given RabbitMQ gone for long enough that the publisher's connection fails 4 times
+        await proxy.cut()
+
+        def attempts() -> list[tuple[str, int, float]]:
+            found = []
+            for record in caplog.records:
+                match = re.search(r"unreachable \(attempt (\d+):.*within ([\d.]+)s", record.message)
+                if match and record.name == "tideflow.broker._reconnection":
+                    found.append((record.levelname, int(match[1]), float(match[2])))
+            return found
+
+        await until(lambda: any(n >= 5 for _, n, _ in attempts()), "five failed attempts")
+
+        # When it is back
+        await proxy.restore()
+        await until(
+            lambda: sum("reachable again" in r.message for r in caplog.records) == 2,
+            "both connections to come back",
+        )
+        await broker.publish([Message(topology.INTERNAL_EXCHANGE, "reconnect", b"after")])
+        async with asyncio.timeout(DEADLINE_S):
+            delivery = await received.get()
+        await delivery.ack()
+    finally:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await broker.close()
+
+    # Then work resumed, and each connection's pauses grew from 0.5 s towards the 5 s cap
+    assert delivery.body == b"after"
+    seen = attempts()
+    for number in (1, 2, 3, 4):
+        delays = [delay for _, n, delay in seen if n == number]
+        assert len(delays) == 2, seen  # the publisher's and the consumer's connection
+        assert all(
+            0.5 * 2 ** (number - 2) <= d <= min(5.0, 0.5 * 2 ** (number - 1)) for d in delays
+        )
+    # And only the 1st, 2nd, 4th, 8th, ... failure was a warning, each with the masked URL
+    assert {(level, n) for level, n, _ in seen if n <= 5} == {
+        ("WARNING", 1),
+        ("WARNING", 2),
+        ("DEBUG", 3),
+        ("WARNING", 4),
+        ("DEBUG", 5),
+    }
+    text = caplog.text
+    assert "guest:***@127.0.0.1" in text
+    assert "guest:guest" not in text
+    # And the drivers' own line for every attempt was dropped, in favour of ours
+    assert "error when creating transport" not in text
+    assert "Connection attempt to" not in text
