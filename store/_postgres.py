@@ -17,6 +17,7 @@ from tideflow import errors
 from tideflow._core.urls import mask_url, redact
 
 from . import _metrics
+from ._pool_log import POOL_LOGGER, PoolLog
 from ._queries import load_queries
 from ._sql import SqlStore, Tx
 
@@ -100,6 +101,7 @@ class PostgresStore(SqlStore):
         self._max_size = max_size
         self._connect_timeout_s = connect_timeout_s
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._pool_log: PoolLog | None = None
 
     async def open(self) -> None:
         """Connects once, or raises `StoreConnectionError`: the caller owns the retry schedule
@@ -129,15 +131,16 @@ class PostgresStore(SqlStore):
             ) from exc
         await probe.close()
         pool = self._new_pool()
+        self._log_pool(pool)
         try:
             await pool.open(wait=True, timeout=self._connect_timeout_s)
         except psycopg.Error as exc:
-            await pool.close()
+            await self._close_pool(pool)
             raise errors.StoreConnectionError(
                 f"cannot reach PostgreSQL: {self._redacted(exc)}"
             ) from exc
         except BaseException:  # cancelled: leave no pool workers behind
-            await asyncio.shield(pool.close())
+            await asyncio.shield(self._close_pool(pool))
             raise
         self._pool = pool
 
@@ -172,9 +175,20 @@ class PostgresStore(SqlStore):
             # fresh series (demand grows the pool), so nothing stays unconnected for long.
             reconnect_timeout=_POOL_RECONNECT_TIMEOUT_S,
             reconnect_failed=self._reconnect_failed,
-            name="tideflow",
             open=False,
         )
+
+    def _log_pool(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool_log = PoolLog(pool.name, self.url)
+        logging.getLogger(POOL_LOGGER).addFilter(self._pool_log)
+
+    async def _close_pool(self, pool: AsyncConnectionPool[Any]) -> None:
+        try:
+            await pool.close()
+        finally:
+            if self._pool_log is not None:
+                logging.getLogger(POOL_LOGGER).removeFilter(self._pool_log)
+                self._pool_log = None
 
     def _reconnect_failed(self, pool: AsyncConnectionPool[Any]) -> None:
         logger.warning(
@@ -186,7 +200,7 @@ class PostgresStore(SqlStore):
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            await self._close_pool(pool)
 
     async def migrate(self) -> None:
         migrations = {

@@ -9,6 +9,12 @@ from typing import Literal
 Jitter = Literal["full", "equal", "none"]
 
 
+def should_warn(attempt: int, *, warn_every: int = 64) -> bool:
+    """Whether failure number `attempt` in a row deserves a warning rather than a debug line:
+    the 1st, 2nd, 4th, 8th, ... and every `warn_every`-th."""
+    return attempt >= 1 and (attempt & (attempt - 1) == 0 or attempt % warn_every == 0)
+
+
 class Backoff:
     """The delays of a loop that retries an operation (connecting, consuming, publishing) until
     it succeeds: `base_s * factor ** (n - 1)` after the n-th failure in a row, capped at `cap_s`,
@@ -102,7 +108,7 @@ class Backoff:
         """Whether failure number `attempt` (by default the last one counted) deserves a
         warning: the 1st, 2nd, 4th, 8th, ... and every `warn_every`-th."""
         n = self._attempt if attempt is None else attempt
-        return n >= 1 and (n & (n - 1) == 0 or n % self.warn_every == 0)
+        return should_warn(n, warn_every=self.warn_every)
 
     async def sleep(self) -> float:
         """Counts one more failure, sleeps its delay, and returns the delay slept."""
