@@ -22,8 +22,10 @@ from tideflow._core.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
-FIRST_S = 0.5
-MAX_S = 5.0
+# An attempt is one TCP connect, cheap for the server: after a restart, work resumes within
+# 2 s; the jitter spreads a fleet's attempts over each pause rather than the pauses growing long.
+FIRST_S = 0.25
+MAX_S = 2.0
 # The connections whose failures we log ourselves.
 _MANAGED: weakref.WeakSet[AbstractRobustConnection] = weakref.WeakSet()
 

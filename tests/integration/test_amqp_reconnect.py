@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from tcp_proxy import Proxy
 from tideflow.broker import Delivery, Message, create_broker, topology
+from tideflow.broker import _reconnection as reconnection
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -66,7 +67,9 @@ async def test_a_lost_connection_comes_back_with_backoff_and_throttled_warnings(
                     found.append((record.levelname, int(match[1]), float(match[2])))
             return found
 
-        await until(lambda: any(n >= 5 for _, n, _ in attempts()), "five failed attempts")
+        await until(
+            lambda: sum(n == 5 for _, n, _ in attempts()) == 2, "five failed attempts of each"
+        )
 
         # When it is back
         await proxy.restore()
@@ -84,15 +87,15 @@ async def test_a_lost_connection_comes_back_with_backoff_and_throttled_warnings(
             await consumer
         await broker.close()
 
-    # Then work resumed, and each connection's pauses grew from 0.5 s towards the 5 s cap
+    # Then work resumed, and each connection's pauses grew from the first towards the cap
     assert delivery.body == b"after"
     seen = attempts()
-    for number in (1, 2, 3, 4):
+    for number in (1, 2, 3, 4, 5):
         delays = [delay for _, n, delay in seen if n == number]
         assert len(delays) == 2, seen  # the publisher's and the consumer's connection
-        assert all(
-            0.5 * 2 ** (number - 2) <= d <= min(5.0, 0.5 * 2 ** (number - 1)) for d in delays
-        )
+        ceiling = min(reconnection.MAX_S, reconnection.FIRST_S * 2 ** (number - 1))
+        # Equal jitter, and the log rounds to 0.1 s.
+        assert all(ceiling / 2 - 0.05 <= d <= ceiling + 0.05 for d in delays), seen
     # And only the 1st, 2nd, 4th, 8th, ... failure was a warning, each with the masked URL
     assert {(level, n) for level, n, _ in seen if n <= 5} == {
         ("WARNING", 1),
