@@ -63,10 +63,11 @@ async def _retry(
             elapsed = time.monotonic() - started
             reason = redact(_first_line(exc), url)
             if elapsed >= settings.connect_timeout_s:
+                attempts = f"{backoff.attempt} attempt{'s' if backoff.attempt > 1 else ''}"
                 raise type(exc)(
-                    f"cannot reach the {what} at {where}: {backoff.attempt} attempts over "
-                    f"{elapsed:.1f}s (TIDEFLOW_CONNECT_TIMEOUT_S={settings.connect_timeout_s:g}) "
-                    f"failed, the last with: {reason}"
+                    f"cannot reach the {what} at {where}: {attempts} over {elapsed:.1f}s "
+                    f"(TIDEFLOW_CONNECT_TIMEOUT_S={settings.connect_timeout_s:g}) failed, "
+                    f"the last with: {reason}"
                 ) from exc
             delay = min(delay, settings.connect_timeout_s - elapsed)
             logger.log(

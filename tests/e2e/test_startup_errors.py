@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from helpers import TIDEFLOW, free_port
-from tideflow import errors
+from tideflow import Settings, errors
 from tideflow.broker import create_broker
 from tideflow.store import create_store
 
@@ -210,3 +210,10 @@ def test_an_unknown_url_is_refused_without_showing_its_password(
         factory(url)
 
     assert PASSWORD not in str(caught.value)
+
+
+def test_the_connect_timeout_defaults_to_two_minutes_and_must_be_positive() -> None:
+    assert Settings.from_env({}).connect_timeout_s == 120.0
+    assert Settings.from_env({"TIDEFLOW_CONNECT_TIMEOUT_S": "7.5"}).connect_timeout_s == 7.5
+    with pytest.raises(errors.ConfigError, match="TIDEFLOW_CONNECT_TIMEOUT_S: must be positive"):
+        Settings.from_env({"TIDEFLOW_CONNECT_TIMEOUT_S": "0"})
