@@ -28,20 +28,22 @@ class Backoff:
     true for the 1st, 2nd, 4th, 8th, ... failure in a row and then every `warn_every`-th one;
     log the others at debug level.
 
-    Use::
+    One instance per loop (it counts that loop's failures in a row). Use::
 
-        backoff = Backoff(base_s=0.2, cap_s=5.0)
-        while True:
+        backoff = Backoff(base_s=0.5, cap_s=10.0)
+        while not stop.is_set():
             try:
-                await connect()
-            except errors.StoreConnectionError as exc:
+                async for delivery in broker.consume(queue, prefetch=10):
+                    backoff.reset()  # a success: the next failure starts from base_s
+                    ...
+            except errors.BrokerError as exc:
                 delay = backoff.next_delay()  # counts the failure
-                level = logging.WARNING if backoff.should_warn() else logging.DEBUG
-                logger.log(level, "... (attempt %d); again in %.1fs", backoff.attempt, delay)
-                await asyncio.sleep(delay)
-            else:
-                backoff.reset()
-                ...
+                logger.log(
+                    logging.WARNING if backoff.should_warn() else logging.DEBUG,
+                    "consuming %s failed (attempt %d: %s); again in %.1fs",
+                    queue, backoff.attempt, exc, delay,
+                )
+                await asyncio.sleep(delay)  # or `await backoff.sleep()`, which counts too
 
     Args:
         base_s: the delay after the first failure, before jitter.
@@ -50,6 +52,10 @@ class Backoff:
         jitter: `"full"`, `"equal"` or `"none"`.
         warn_every: past the powers of two, how many failures between warnings.
         rng: the source of jitter (a seeded `random.Random` in tests).
+
+    Raises:
+        ValueError: `base_s` not in (0, cap_s], `factor` below 1, an unknown `jitter`, or
+            `warn_every` below 1.
     """
 
     def __init__(
