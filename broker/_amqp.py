@@ -23,15 +23,17 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryErr
 from aio_pika.queue import QueueIterator
 from pamqp.commands import Basic
 from tideflow import errors
+from tideflow._core.backoff import Backoff
+from tideflow._core.urls import mask_url, redact
 
 from . import _metrics
+from . import _reconnection as reconnection
 from . import _topology as topology
 from ._base import Broker, Delivery, Message, declare_fixed_topology
 
 logger = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_S = 5.0
-_RECONNECT_INTERVAL_S = 1.0
 _OPERATION_TIMEOUT_S = 10.0
 _PUBLISH_PATIENCE_S = 12.0
 _RETRY_FIRST_S = 0.1
@@ -49,7 +51,7 @@ class AmqpBroker(Broker):
 
     Publishing and consuming use separate robust connections, as RabbitMQ advises: when it
     blocks publishers (a memory or disk alarm), consumers can still ack and drain their
-    queues. aio-pika re-opens a lost connection every second; consumers then resume by
+    queues. aio-pika re-opens a lost connection, with backoff; consumers then resume by
     themselves, and the deliveries that were in hand come again.
 
     Args:
@@ -57,6 +59,14 @@ class AmqpBroker(Broker):
     """
 
     def __init__(self, url: str) -> None:
+        self._where = mask_url(url)
+        try:
+            urllib.parse.urlsplit(url).port  # noqa: B018 (a typo is refused, not retried)
+        except ValueError as exc:
+            raise errors.ConfigError(
+                f"invalid AMQP URL {self._where}: {redact(str(exc), url)}"
+            ) from exc
+        reconnection.quiet_driver_logs()
         self._url = url
         self._publisher: AbstractRobustConnection | None = None
         self._consumer: AbstractRobustConnection | None = None
@@ -94,14 +104,20 @@ class AmqpBroker(Broker):
             await self.close()
             where = urllib.parse.urlsplit(self._url)
             raise errors.BrokerConnectionError(
-                f"cannot connect to RabbitMQ at {where.hostname}:{where.port or 5672}: {exc!r}"
+                f"cannot connect to RabbitMQ at {where.hostname}:{where.port or 5672}: "
+                f"{redact(repr(exc), self._url)}"
             ) from exc
         await declare_fixed_topology(self)
 
     async def _open_connection(self) -> AbstractRobustConnection:
-        return await aio_pika.connect_robust(
-            self._url, timeout=_CONNECT_TIMEOUT_S, reconnect_interval=_RECONNECT_INTERVAL_S
+        # aio-pika's reconnect interval is one fixed number: `Reconnection` turns it into a
+        # backoff (see there); our own loops (publish retries, consumers restarting) back off
+        # with `Backoff` too.
+        connection = await aio_pika.connect_robust(
+            self._url, timeout=_CONNECT_TIMEOUT_S, reconnect_interval=reconnection.FIRST_S
         )
+        reconnection.Reconnection(self._where, is_closing=self._closing.is_set).attach(connection)
+        return connection
 
     async def close(self) -> None:
         self._closing.set()
@@ -147,7 +163,8 @@ class AmqpBroker(Broker):
 
     async def _publish(self, outgoing: Sequence[_Outgoing]) -> None:
         channel = self._require_channel()
-        pending, delay = list(outgoing), _RETRY_FIRST_S
+        pending = list(outgoing)
+        backoff = Backoff(base_s=_RETRY_FIRST_S, cap_s=_RETRY_MAX_S)
         patience_s = _PUBLISH_PATIENCE_S + len(pending) / 1000
         try:
             async with asyncio.timeout(patience_s):
@@ -165,11 +182,16 @@ class AmqpBroker(Broker):
                     if failed and self._channel is not channel:
                         raise errors.BrokerConnectionError("the AMQP broker was closed")
                     if failed:
-                        logger.warning(
-                            "publishing failed (%r); again in %.1fs", failed[0][1], delay
+                        delay = backoff.next_delay()
+                        logger.log(
+                            logging.WARNING if backoff.should_warn() else logging.DEBUG,
+                            "publishing to %s failed (attempt %d: %r); again in %.1fs",
+                            self._where,
+                            backoff.attempt,
+                            failed[0][1],
+                            delay,
                         )
                         await asyncio.sleep(delay)
-                        delay = min(delay * 2, _RETRY_MAX_S)
                     pending = [item for item, _ in failed]
         except TimeoutError as exc:
             raise errors.BrokerConnectionError(
@@ -190,7 +212,7 @@ class AmqpBroker(Broker):
 
     async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
         connection = self._consumer
-        delay = _RETRY_FIRST_S
+        backoff = Backoff(base_s=_RETRY_FIRST_S, cap_s=_RETRY_MAX_S)
         while connection is not None and self._consumer is connection:
             session: _Session | None = None
             try:
@@ -204,28 +226,38 @@ class AmqpBroker(Broker):
                 async for message in session.iterator:
                     if _is_stale(message):
                         continue
-                    delay = _RETRY_FIRST_S
+                    backoff.reset()
                     session.outstanding += 1
                     _metrics.CONSUMED.labels("amqp", queue).inc()
                     yield _AmqpDelivery(self, session, queue, message)
-                logger.info("the consumer of %s ended; starting another", queue)
+                delay = backoff.next_delay()
+                logger.info("the consumer of %s ended; another in %.1fs", queue, delay)
             except Exception as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     # aio-pika's iterator may replace a cancellation with its cleanup's error.
                     raise asyncio.CancelledError from exc
-                if isinstance(exc, AMQPError):
+                # A lost connection is both (AMQPConnectionError is an OSError): it passes.
+                if isinstance(exc, AMQPError) and not isinstance(exc, _TRANSIENT):
                     raise errors.BrokerError(f"consuming {queue}: {exc!r}") from exc
                 if not isinstance(exc, _TRANSIENT):
                     raise
-                logger.warning("consuming %s interrupted (%r); again in %.1fs", queue, exc, delay)
+                delay = backoff.next_delay()
+                logger.log(
+                    logging.WARNING if backoff.should_warn() else logging.DEBUG,
+                    "consuming %s from %s interrupted (attempt %d: %r); again in %.1fs",
+                    queue,
+                    self._where,
+                    backoff.attempt,
+                    exc,
+                    delay,
+                )
             finally:
                 if session is not None:
                     await session.end()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._closing.wait()
-            delay = min(delay * 2, _RETRY_MAX_S)
 
     async def subscribe(
         self, exchange: str, routing_keys: Sequence[str]

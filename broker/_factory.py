@@ -1,18 +1,34 @@
 from __future__ import annotations
 
 from tideflow import errors
+from tideflow._core.urls import mask_url
 
 from ._base import Broker
 
+CLUSTER_HINT = 'pip install "tideflow[cluster]"'
+
 
 def create_broker(url: str) -> Broker:
-    """The broker for a URL: `memory://` or `amqp://user:pass@host:port/vhost`."""
+    """The broker for a URL: `memory://` or `amqp://user:pass@host:port/vhost`.
+
+    Raises:
+        ConfigError: the URL names no known broker, or AMQP without the `cluster` extra.
+    """
     if url.startswith("memory://"):
         from ._memory import MemoryBroker
 
         return MemoryBroker()
     if url.startswith(("amqp://", "amqps://")):
-        from ._amqp import AmqpBroker
-
+        try:
+            from ._amqp import AmqpBroker
+        except ImportError as exc:
+            if (exc.name or "").startswith("tideflow"):
+                raise  # our own bug, not a missing driver
+            missing = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise errors.ConfigError(
+                f"TIDEFLOW_BROKER_URL: RabbitMQ needs the cluster extra: {CLUSTER_HINT} ({missing})"
+            ) from exc
         return AmqpBroker(url)
-    raise errors.ConfigError(f"TIDEFLOW_BROKER_URL: {url!r} is neither memory:// nor amqp://")
+    raise errors.ConfigError(
+        f"TIDEFLOW_BROKER_URL: {mask_url(url)!r} is neither memory:// nor amqp://"
+    )

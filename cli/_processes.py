@@ -7,11 +7,14 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import prometheus_client
 import uvicorn
 from tideflow import Client, Function, Settings, errors
+from tideflow._core.backoff import Backoff
+from tideflow._core.urls import mask_url, redact
 from tideflow.api import Api, create_app
 from tideflow.broker import Broker, create_broker
 from tideflow.scheduler import Scheduler
@@ -19,7 +22,10 @@ from tideflow.store import Store, create_store
 from tideflow.worker import Worker
 
 logger = logging.getLogger("tideflow")
-_CONNECT_ATTEMPTS = 30
+# At start, the servers may come up after the process (a cluster starting at once): retry
+# soon at first, then every few seconds, until `TIDEFLOW_CONNECT_TIMEOUT_S`.
+_CONNECT_BASE_S = 0.2
+_CONNECT_CAP_S = 5.0
 
 
 @contextlib.asynccontextmanager
@@ -28,11 +34,11 @@ async def connected(
 ) -> AsyncIterator[tuple[Store, Broker]]:
     store = create_store(settings.database_url)
     broker = create_broker(settings.broker_url)
-    await _retry("database", store.open)
+    await _retry("database", settings.database_url, store.open, settings=settings)
     try:
         if migrate:
             await store.migrate()
-        await _retry("broker", broker.connect)
+        await _retry("broker", settings.broker_url, broker.connect, settings=settings)
         try:
             yield store, broker
         finally:
@@ -41,20 +47,45 @@ async def connected(
         await store.close()
 
 
-async def _retry(what: str, connect: Callable[[], Awaitable[None]]) -> None:
-    """Connects, retrying with backoff for about two minutes: in a cluster the servers may
-    start after the process."""
-    delay = 0.5
-    for attempt in range(_CONNECT_ATTEMPTS):
+async def _retry(
+    what: str, url: str, connect: Callable[[], Awaitable[None]], *, settings: Settings
+) -> None:
+    """Connects, retrying with backoff for `settings.connect_timeout_s`; then raises the
+    connection error with one line: the masked URL, the attempts, and the last error."""
+    backoff = Backoff(base_s=_CONNECT_BASE_S, cap_s=_CONNECT_CAP_S)
+    where = mask_url(url)
+    started = time.monotonic()
+    while True:
         try:
             await connect()
             return
         except (errors.StoreConnectionError, errors.BrokerConnectionError) as exc:
-            if attempt == _CONNECT_ATTEMPTS - 1:
-                raise
-            logger.warning("cannot reach the %s yet (%s); retrying in %.1fs", what, exc, delay)
+            delay = backoff.next_delay()
+            elapsed = time.monotonic() - started
+            reason = redact(_first_line(exc), url)
+            if elapsed >= settings.connect_timeout_s:
+                attempts = f"{backoff.attempt} attempt{'s' if backoff.attempt > 1 else ''}"
+                raise type(exc)(
+                    f"cannot reach the {what} at {where}: {attempts} over {elapsed:.1f}s "
+                    f"(TIDEFLOW_CONNECT_TIMEOUT_S={settings.connect_timeout_s:g}) failed, "
+                    f"the last with: {reason}"
+                ) from exc
+            delay = min(delay, settings.connect_timeout_s - elapsed)
+            logger.log(
+                logging.WARNING if backoff.should_warn() else logging.DEBUG,
+                "cannot reach the %s at %s yet (attempt %d: %s); retrying in %.1fs",
+                what,
+                where,
+                backoff.attempt,
+                reason,
+                delay,
+            )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -157,13 +188,14 @@ async def run_worker(
 async def run_migrate(settings: Settings) -> None:
     """Creates or upgrades the schema, and declares the broker's exchanges and queues, so that
     events published before any other process starts are kept."""
+    # Both first: a URL that cannot work (a missing extra) fails before anything changes.
     store = create_store(settings.database_url)
-    await _retry("database", store.open)
+    broker = create_broker(settings.broker_url)
+    await _retry("database", settings.database_url, store.open, settings=settings)
     try:
         await store.migrate()
     finally:
         await store.close()
-    broker = create_broker(settings.broker_url)
     if broker.is_durable:
-        await _retry("broker", broker.connect)
+        await _retry("broker", settings.broker_url, broker.connect, settings=settings)
         await broker.close()

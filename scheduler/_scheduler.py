@@ -8,10 +8,10 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-from tideflow import errors
+from tideflow import Settings, errors
+from tideflow._core.backoff import Backoff, pause, should_warn
 from tideflow._core.ids import new_id
 from tideflow._core.protocol import ErrorInfo
-from tideflow._settings import Settings
 from tideflow.broker import Broker, Delivery, Dispatcher, OutcomeMessage, Seal, topology
 from tideflow.store import Store
 from tideflow.store import metrics as store_metrics
@@ -27,7 +27,10 @@ from ._registry import Registry
 logger = logging.getLogger(__name__)
 
 _BATCH = 256
-_STORE_RETRY_S = 0.5
+_STORE_RETRY_S = 0.2
+_STORE_RETRY_CAP_S = 10.0
+_BROKER_RETRY_S = 0.2
+_BROKER_RETRY_CAP_S = 5.0
 _UNKNOWN_EVENT_REFRESH_S = 0.25
 
 
@@ -59,16 +62,21 @@ class Scheduler:
         self._timer_wakeup = asyncio.Event()
         self._registry_checked = 0.0
         self._sweep_s = min(max(settings.lease_s / 3, 0.5), 5.0)
+        self._store_backoff = Backoff(base_s=_STORE_RETRY_S, cap_s=_STORE_RETRY_CAP_S)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set."""
-        await self._until_store_works(lambda: self._registry.refresh(self._store))
-        if not self._broker.is_durable:
+        if not await self._until_store_works(lambda: self._registry.refresh(self._store), stop):
+            return
+        if not self._broker.is_durable and not await self._until_store_works(
             # Messages of an in-process broker died with the last process: recover them now.
-            await self._until_store_works(lambda: self.sweep(grace_ms=0))
+            lambda: self.sweep(grace_ms=0),
+            stop,
+        ):
+            return
         loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
             "events": lambda: self._consume(topology.SCHEDULER_EVENTS_QUEUE, self._handle_events),
             "outcomes": lambda: self._consume(
@@ -91,30 +99,33 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _until_store_works(self, action: Callable[[], Awaitable[None]]) -> None:
-        delay = _STORE_RETRY_S
-        while True:
+    async def _until_store_works(
+        self, action: Callable[[], Awaitable[None]], stop: asyncio.Event
+    ) -> bool:
+        """Runs `action` until the store lets it; False if `stop` was set first."""
+        backoff = Backoff(base_s=_STORE_RETRY_S, cap_s=_STORE_RETRY_CAP_S)
+        while not stop.is_set():
             try:
                 await action()
-                return
+                return True
             except errors.StoreError as exc:
-                logger.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await pause(backoff, logger, "reaching the store", exc, stop=stop)
+        return False
 
     async def _consume(
         self, queue: str, handle: Callable[[list[Delivery]], Awaitable[None]]
     ) -> None:
+        backoff = Backoff(base_s=_BROKER_RETRY_S, cap_s=_BROKER_RETRY_CAP_S)
         while True:
             try:
                 async for batch in batches(
                     self._broker.consume(queue, prefetch=_BATCH * 2), max_size=_BATCH
                 ):
+                    backoff.reset()
                     await self._settle(batch, handle)
                 return
             except errors.BrokerError as exc:
-                logger.warning("consuming %s failed (%s); reconnecting", queue, exc)
-                await asyncio.sleep(1.0)
+                await pause(backoff, logger, f"consuming {queue}", exc)
 
     async def _settle(
         self, batch: list[Delivery], handle: Callable[[list[Delivery]], Awaitable[None]]
@@ -122,12 +133,9 @@ class Scheduler:
         try:
             await handle(batch)
         except errors.StoreError as exc:
-            logger.warning(
-                "store unavailable (%s); %d messages go back to the queue", exc, len(batch)
-            )
             for delivery in batch:
                 await delivery.requeue()
-            await asyncio.sleep(_STORE_RETRY_S)
+            await pause(self._store_backoff, logger, f"applying {len(batch)} messages", exc)
             return
         except Exception:  # one bad message must not stop the others
             if len(batch) > 1:
@@ -137,6 +145,7 @@ class Scheduler:
             logger.exception("dead-lettering a message that cannot be processed")
             await batch[0].dead_letter("processing failed; see the scheduler's log")
             return
+        self._store_backoff.reset()
         for delivery in batch:
             await delivery.ack()
 
@@ -225,11 +234,13 @@ class Scheduler:
     # Timers
 
     async def _timers_loop(self) -> None:
+        backoff = Backoff(base_s=_STORE_RETRY_S, cap_s=_STORE_RETRY_CAP_S)
         while True:
             try:
                 fired = await self.fire_due_timers()
+                backoff.reset()
             except errors.StoreError as exc:
-                logger.warning("timers: store unavailable (%s)", exc)
+                await pause(backoff, logger, "firing timers", exc)
                 fired = 0
             except Exception:  # the loop must outlive any one timer
                 logger.exception("firing timers failed")
@@ -254,12 +265,16 @@ class Scheduler:
     # Sweeping: recovers every notification that was lost to a crash or a broker outage.
 
     async def _sweeper_loop(self) -> None:
+        failures = 0
         while True:
             await asyncio.sleep(self._sweep_s)
             try:
                 await self.sweep(grace_ms=int(self._settings.lease_s * 1000))
+                failures = 0
             except errors.StoreError as exc:
-                logger.warning("sweeper: store unavailable (%s)", exc)
+                failures += 1
+                level = logging.WARNING if should_warn(failures) else logging.DEBUG
+                logger.log(level, "sweeping failed %d times in a row: %s", failures, exc)
             except Exception:  # the loop must outlive any one sweep
                 logger.exception("sweeping failed")
 
@@ -276,6 +291,7 @@ class Scheduler:
             await self.process_events(stale_events)
 
     async def _registry_loop(self) -> None:
+        failures = 0
         while True:
             try:
                 await self._registry.refresh(self._store)
@@ -285,6 +301,11 @@ class Scheduler:
                 ]
                 if timers:
                     await self._store.add_timers(timers)
+                failures = 0
             except errors.StoreError as exc:
-                logger.warning("registry: store unavailable (%s)", exc)
+                failures += 1
+                level = logging.WARNING if should_warn(failures) else logging.DEBUG
+                logger.log(
+                    level, "reading the registry failed %d times in a row: %s", failures, exc
+                )
             await asyncio.sleep(self._registry_refresh_s)

@@ -40,6 +40,7 @@ class Settings:
     """Whether `/metrics` requires the signing key, like `/v1`."""
     session_ttl_s: int = 12 * 3600
     """How long a dashboard login lasts."""
+    connect_timeout_s: float = 120.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -99,6 +100,7 @@ class Settings:
             lease_s=_number(env, "LEASE_S", defaults.lease_s, float),
             env=text("ENV", defaults.env),
             metrics_port=_number(env, "METRICS_PORT", 0, int) or None,
+            connect_timeout_s=_number(env, "CONNECT_TIMEOUT_S", defaults.connect_timeout_s, float),
             step_timeout_s=_number(env, "STEP_TIMEOUT_S", defaults.step_timeout_s, float),
             shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_S", defaults.shutdown_grace_s, float),
         )

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import psycopg
 import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from tideflow import errors
+from tideflow._core.urls import mask_url, redact
 
 from . import _metrics, _pool_metrics
+from ._pool_log import POOL_LOGGER, PoolLog
 from ._queries import load_queries
 from ._sql import SqlStore, Tx
 
+logger = logging.getLogger(__name__)
+
 _MIGRATION_PREFIX = "migration_"
+_POOL_RECONNECT_TIMEOUT_S = 30.0
 # SQLSTATEs of operational errors that end one transaction while the server is fine (class
 # 40: deadlock, serialisation failure; a statement or lock timeout): ordinary, retryable
 # store errors. psycopg files them under OperationalError, beside lost connections.
@@ -93,44 +101,107 @@ class PostgresStore(SqlStore):
         self._max_size = max_size
         self._connect_timeout_s = connect_timeout_s
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._pool_log: PoolLog | None = None
 
     async def open(self) -> None:
+        """Connects once, or raises `StoreConnectionError`: the caller owns the retry schedule
+        at start (`tideflow.cli` retries with backoff); afterwards the pool reconnects.
+
+        Raises:
+            ConfigError: the URL is not a valid PostgreSQL URL (retrying cannot help).
+            StoreConnectionError: PostgreSQL cannot be reached, or refused the connection.
+        """
         if self._pool is not None:
             return
+        try:
+            conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError as exc:
+            raise errors.ConfigError(
+                f"invalid PostgreSQL URL {mask_url(self.url)}: {self._redacted(exc)}"
+            ) from exc
         # One direct attempt first: the pool would retry until its timeout and then report
         # only that it timed out, where this names the cause (refused, unknown database, ...).
         try:
             probe = await psycopg.AsyncConnection.connect(
-                self.url, connect_timeout=max(1, round(self._connect_timeout_s))
+                self.url, connect_timeout=self._connect_timeout
             )
         except psycopg.Error as exc:
-            raise errors.StoreConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
+            raise errors.StoreConnectionError(
+                f"cannot reach PostgreSQL: {self._redacted(exc)}"
+            ) from exc
         await probe.close()
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+        pool = self._new_pool()
+        self._log_pool(pool)
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout_s)
+        except psycopg.Error as exc:
+            await self._close_pool(pool)
+            raise errors.StoreConnectionError(
+                f"cannot reach PostgreSQL: {self._redacted(exc)}"
+            ) from exc
+        except BaseException:  # cancelled: leave no pool workers behind
+            await asyncio.shield(self._close_pool(pool))
+            raise
+        self._pool = pool
+        _pool_metrics.track(pool)
+
+    @property
+    def _connect_timeout(self) -> int:
+        return max(1, round(self._connect_timeout_s))
+
+    def _redacted(self, exc: BaseException) -> str:
+        # libpq quotes the part of a URL it cannot parse, which may be the password; its
+        # further lines are generic hints ("Is the server running on that host ...?").
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        return redact(lines[0], self.url)
+
+    def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        return AsyncConnectionPool(
             self.url,
             min_size=self._min_size,
             max_size=self._max_size,
             # Autocommit, so that every transaction is an explicit `transaction()` block.
-            kwargs={"autocommit": True},
+            # A bounded connect, so that a server gone silent (not refusing) costs the pool's
+            # background attempts seconds, not the operating system's minutes.
+            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
             # No check when lent out (a round trip per transaction): a connection that a
             # restarted server dropped fails its next call once, the caller retries, and the
             # pool discards the broken connection.
             # Bounds the wait for a connection, so calls fail fast while the server is down.
             timeout=self._connect_timeout_s,
+            # The pool replaces a lost connection in the background with its own backoff
+            # (1 s, doubling, ±10% jitter, no cap), giving up after `reconnect_timeout`. Its
+            # default, 5 minutes, lets one wait grow past two minutes after the server is back;
+            # 30 s caps it at 16 s, and the next caller that finds the pool short starts a
+            # fresh series (demand grows the pool), so nothing stays unconnected for long.
+            reconnect_timeout=_POOL_RECONNECT_TIMEOUT_S,
+            reconnect_failed=self._reconnect_failed,
             open=False,
         )
+
+    def _log_pool(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool_log = PoolLog(pool.name, self.url)
+        logging.getLogger(POOL_LOGGER).addFilter(self._pool_log)
+
+    async def _close_pool(self, pool: AsyncConnectionPool[Any]) -> None:
         try:
-            await pool.open(wait=True, timeout=self._connect_timeout_s)
-        except psycopg.Error as exc:
             await pool.close()
-            raise errors.StoreConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
-        self._pool = pool
-        _pool_metrics.track(pool)
+        finally:
+            if self._pool_log is not None:
+                logging.getLogger(POOL_LOGGER).removeFilter(self._pool_log)
+                self._pool_log = None
+
+    def _reconnect_failed(self, pool: AsyncConnectionPool[Any]) -> None:
+        logger.warning(
+            "PostgreSQL at %s: no new connection for %.0fs; trying again when one is needed",
+            mask_url(self.url),
+            _POOL_RECONNECT_TIMEOUT_S,
+        )
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            await self._close_pool(pool)
 
     async def migrate(self) -> None:
         migrations = {

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from tideflow import Function, Settings, errors
 from tideflow._core import protocol
+from tideflow._core.backoff import Backoff, pause
 from tideflow._core.ids import new_id
 from tideflow.broker import (
     Broker,
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 # Cancelled runs remembered for their notices; a run still running past this many later
 # cancellations is stopped by its next write instead.
 _REMEMBERED_CANCELS = 10_000
+_RETRY_S = 0.2
+_RETRY_CAP_S = 5.0
 
 
 class Worker:
@@ -70,6 +73,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._stopping = False
+        self._store_backoff = Backoff(base_s=_RETRY_S, cap_s=_RETRY_CAP_S)
         self.has_abandoned = False
         """True once a shutdown gave up on running jobs; their threads may still be going."""
 
@@ -132,11 +136,13 @@ class Worker:
 
     async def _consume(self, app_id: str) -> None:
         slots = asyncio.Semaphore(self._concurrency)
+        backoff = Backoff(base_s=_RETRY_S, cap_s=_RETRY_CAP_S)
         while True:
             try:
                 async for delivery in self._broker.consume(
                     topology.jobs_queue(app_id), prefetch=self._concurrency
                 ):
+                    backoff.reset()
                     await slots.acquire()
                     task = asyncio.create_task(self._handle(delivery), name="tideflow-job")
                     self._tasks.add(task)
@@ -144,19 +150,19 @@ class Worker:
                     task.add_done_callback(lambda _: slots.release())
                 return
             except errors.BrokerError as exc:
-                logger.warning("consuming jobs of %s failed (%s); reconnecting", app_id, exc)
-                await asyncio.sleep(1.0)
+                await pause(backoff, logger, f"consuming jobs of {app_id}", exc)
 
     async def _listen_for_cancels(self) -> None:
         keys = [topology.cancel_key(app_id) for app_id in self._apps]
+        backoff = Backoff(base_s=_RETRY_S, cap_s=_RETRY_CAP_S)
         while True:
             try:
                 async for notice in self._broker.subscribe(topology.BROADCAST_EXCHANGE, keys):
+                    backoff.reset()
                     self._note_cancelled(notice)
                 return
             except errors.BrokerError as exc:
-                logger.warning("listening for cancellations failed (%s); again", exc)
-                await asyncio.sleep(1.0)
+                await pause(backoff, logger, "listening for cancellations", exc)
 
     def _note_cancelled(self, notice: Delivery) -> None:
         try:
@@ -177,13 +183,11 @@ class Worker:
             return
         try:
             await self.run_job(message)
+            self._store_backoff.reset()
         except errors.StoreError as exc:
-            logger.warning(
-                "store unavailable running job %s (%s); it goes back to the queue",
-                message.job_id,
-                exc,
-            )
-            await asyncio.sleep(0.5)
+            # Back to the queue once the store has had a moment: every job in hand meets the
+            # same outage, and they share one backoff.
+            await pause(self._store_backoff, logger, f"running job {message.job_id}", exc)
             await delivery.requeue()
             return
         except asyncio.CancelledError:

@@ -84,6 +84,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.config.retryBackoffBaseMs | int | quote }}
 - name: TIDEFLOW_METRICS_PORT
   value: {{ .Values.metrics.port | int | quote }}
+- name: TIDEFLOW_CONNECT_TIMEOUT_S
+  value: {{ .Values.config.connectTimeoutS | quote }}
 - name: TIDEFLOW_STEP_TIMEOUT_S
   value: {{ .Values.config.stepTimeoutS | quote }}
 - name: TIDEFLOW_SHUTDOWN_GRACE_S
