@@ -99,6 +99,8 @@ def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.set_default_timeout(20_000)
+    # Assertions wait as long as actions: a loaded machine runs the engine slowly.
+    expect.set_options(timeout=20_000)
     yield page
     context.close()
 
