@@ -20,9 +20,10 @@ class Checkpointer:
     the background, one write at a time, so a write overlaps the next step's body instead of
     delaying it.
 
-    A write starts when `buffered_steps` results wait, or `max_interval_ms` after the first of
-    them finished. What is still buffered when the job ends goes in its final write
-    (`take_rest`). A write that finds the job's lease gone (the run was cancelled, or the lease
+    A write starts as the next step starts (`next_step`) once `buffered_steps` results wait, or
+    `max_interval_ms` after the first of them finished. What is still buffered when the job ends
+    goes in its final write (`take_rest`): a run whose handler returns right after its last step
+    costs no write of its own for that step. A write that finds the job's lease gone (the run was cancelled, or the lease
     lapsed and the job went elsewhere) sets `is_lost`: the job must stop.
 
     Args:
@@ -54,12 +55,13 @@ class Checkpointer:
             self._on_step(step)
         self._steps.append(step)
         self._events.extend(events)
-        if self._buffered_steps is None:
-            return
-        if len(self._steps) >= self._buffered_steps:
-            self._start()
-        elif self._timer is None:
+        if self._buffered_steps is not None and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._max_interval_s, self._due)
+
+    def next_step(self) -> None:
+        """Called as the job starts its next step: writes what is due, while that step runs."""
+        if self._should_write():
+            self._start()
 
     def _due(self) -> None:
         self._timer = None

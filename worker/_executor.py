@@ -80,6 +80,7 @@ class Execution:
                 return protocol.Suspended(tuple(op.request() for op in state.planned))
             if has_run and (time.monotonic() >= deadline or self._must_stop()):
                 return protocol.Continue()
+            self._checkpointer.next_step()
             retries = await self._run_steps(local)
             has_run = True
             if retries:
