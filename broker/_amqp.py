@@ -29,7 +29,7 @@ from tideflow._core.urls import mask_url, redact
 from . import _metrics
 from . import _reconnection as reconnection
 from . import _topology as topology
-from ._base import Broker, Delivery, Message, declare_fixed_topology
+from ._base import Broker, Delivery, Message, Notice, declare_fixed_topology
 
 logger = logging.getLogger(__name__)
 
@@ -279,26 +279,6 @@ class AmqpBroker(Broker):
             delay = min(delay * 2, _RETRY_MAX_S)
 
 
-class _Notice(Delivery):
-    """A broadcast message: consumed without acknowledgement, so settling does nothing."""
-
-    def __init__(self, message: AbstractIncomingMessage) -> None:
-        self.body = message.body
-        self.routing_key = message.routing_key or ""
-        self.message_id = message.message_id
-        self.content_type = message.content_type
-        self.redelivered = False
-
-    async def ack(self) -> None:
-        return None
-
-    async def requeue(self) -> None:
-        return None
-
-    async def dead_letter(self, reason: str) -> None:
-        return None
-
-
 def _outgoing(
     message: Message | AbstractIncomingMessage, headers: HeadersType | None = None
 ) -> aio_pika.Message:
@@ -325,7 +305,12 @@ async def _subscription(
                 await queue.bind(exchange, key)
         async with queue.iterator(no_ack=True) as messages:
             async for message in messages:
-                yield _Notice(message)
+                yield Notice(
+                    message.body,
+                    message.routing_key or "",
+                    message.message_id,
+                    message.content_type,
+                )
     finally:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_OPERATION_TIMEOUT_S):

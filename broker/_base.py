@@ -41,6 +41,29 @@ class Delivery(abc.ABC):
         """Removes the message from its queue and keeps it, with `reason`, in the dead letters."""
 
 
+class Notice(Delivery):
+    """A broadcast message (`Broker.subscribe`): consumed without acknowledgement, so settling
+    it does nothing."""
+
+    def __init__(
+        self, body: bytes, routing_key: str, message_id: str | None, content_type: str | None
+    ) -> None:
+        self.body = body
+        self.routing_key = routing_key
+        self.message_id = message_id
+        self.content_type = content_type
+        self.redelivered = False
+
+    async def ack(self) -> None:
+        return None
+
+    async def requeue(self) -> None:
+        return None
+
+    async def dead_letter(self, reason: str) -> None:
+        return None
+
+
 class Broker(abc.ABC):
     """Moves messages between the parts of tideflow. Delivery is at-least-once."""
 

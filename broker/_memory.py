@@ -9,7 +9,7 @@ from tideflow import errors
 
 from . import _metrics
 from . import _topology as topology
-from ._base import Broker, Delivery, Message, declare_fixed_topology
+from ._base import Broker, Delivery, Message, Notice, declare_fixed_topology
 
 
 @dataclasses.dataclass
@@ -77,24 +77,6 @@ class _MemoryDelivery(Delivery):
     async def dead_letter(self, reason: str) -> None:
         if self._settle():
             self._broker.dead_letters.append(DeadLetter(self._queue.name, self._message, reason))
-
-
-class _Notice(Delivery):
-    def __init__(self, message: Message) -> None:
-        self.body = message.body
-        self.routing_key = message.routing_key
-        self.message_id = message.message_id
-        self.content_type = message.content_type
-        self.redelivered = False
-
-    async def ack(self) -> None:
-        return None
-
-    async def requeue(self) -> None:
-        return None
-
-    async def dead_letter(self, reason: str) -> None:
-        return None
 
 
 class MemoryBroker(Broker):
@@ -204,7 +186,9 @@ class MemoryBroker(Broker):
                 if not received.done() or received.cancelled():
                     return
                 message = received.result()
-                yield _Notice(message)
+                yield Notice(
+                    message.body, message.routing_key, message.message_id, message.content_type
+                )
         finally:
             self._subscribers[exchange].remove(entry)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import pathlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -19,25 +18,6 @@ NOW = 1_700_000_000_000
 DAY_MS = 24 * 3600 * 1000
 REPLICAS = 6
 _counter = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = create_store(store_url)
-    await store.open()
-    await store.migrate()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import pathlib
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import psycopg
-import pytest
 from tideflow._core import protocol
-from tideflow.store import Store, create_store
+from tideflow.store import Store
 from tideflow.store import models as m
 
 NOW = 1_700_000_000_000
@@ -23,25 +21,6 @@ ITERATIONS = 300
 SEED = 20261201
 DEADLINE_S = 10.0
 _counter = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = create_store(store_url)
-    await store.open()
-    await store.migrate()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def unique(prefix: str) -> str:
