@@ -23,7 +23,7 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryErr
 from aio_pika.queue import QueueIterator
 from pamqp.commands import Basic
 from tideflow import errors
-from tideflow._core.backoff import Backoff
+from tideflow._core.backoff import Backoff, pause
 from tideflow._core.urls import mask_url, redact
 
 from . import _metrics
@@ -73,6 +73,7 @@ class AmqpBroker(Broker):
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._closing = asyncio.Event()
+        self._consumer_opening = asyncio.Lock()
 
     @property
     def is_durable(self) -> bool:
@@ -84,9 +85,7 @@ class AmqpBroker(Broker):
         self._closing.clear()
         try:
             self._publisher = await self._open_connection()
-            self._consumer = await self._open_connection()
             _metrics.count_reconnects(self._publisher, "publisher")
-            _metrics.count_reconnects(self._consumer, "consumer")
             async with asyncio.timeout(_OPERATION_TIMEOUT_S):
                 channel = await self._publisher.channel(
                     publisher_confirms=True, on_return_raises=True
@@ -108,6 +107,26 @@ class AmqpBroker(Broker):
                 f"{redact(repr(exc), self._url)}"
             ) from exc
         await declare_fixed_topology(self)
+
+    async def _consumer_connection(self) -> AbstractRobustConnection | None:
+        """The consuming connection, opened on first use (a process that only publishes, a
+        `Client`, holds one connection), retried with backoff until it opens. None once the
+        broker is closed."""
+        backoff = Backoff(base_s=_RETRY_FIRST_S, cap_s=_RETRY_MAX_S)
+        while self._publisher is not None and not self._closing.is_set():
+            async with self._consumer_opening:
+                if self._consumer is not None:
+                    return self._consumer
+                try:
+                    self._consumer = await self._open_connection()
+                except (*_TRANSIENT, AMQPError) as exc:
+                    failure: BaseException = exc
+                else:
+                    _metrics.count_reconnects(self._consumer, "consumer")
+                    return self._consumer
+            what = f"opening a consuming connection to {self._where}"
+            await pause(backoff, logger, what, failure, stop=self._closing)
+        return None
 
     async def _open_connection(self) -> AbstractRobustConnection:
         # aio-pika's reconnect interval is one fixed number: `Reconnection` turns it into a
@@ -132,8 +151,9 @@ class AmqpBroker(Broker):
                 logger.debug("closing a RabbitMQ connection: %r", exc)
 
     async def ping(self) -> bool:
-        connections = (self._publisher, self._consumer)
-        return all(c is not None and c.connected.is_set() for c in connections)
+        if self._publisher is None or not self._publisher.connected.is_set():
+            return False
+        return self._consumer is None or self._consumer.connected.is_set()
 
     def _require_channel(self) -> AbstractChannel:
         if self._channel is None:
@@ -211,7 +231,7 @@ class AmqpBroker(Broker):
         _metrics.PUBLISHED.labels("amqp", exchange).inc()
 
     async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
-        connection = self._consumer
+        connection = await self._consumer_connection()
         backoff = Backoff(base_s=_RETRY_FIRST_S, cap_s=_RETRY_MAX_S)
         while connection is not None and self._consumer is connection:
             session: _Session | None = None
@@ -262,21 +282,17 @@ class AmqpBroker(Broker):
     async def subscribe(
         self, exchange: str, routing_keys: Sequence[str]
     ) -> AsyncIterator[Delivery]:
-        delay = _RETRY_FIRST_S
-        while (connection := self._consumer) is not None:
+        backoff = Backoff(base_s=_RETRY_FIRST_S, cap_s=_RETRY_MAX_S)
+        while (connection := await self._consumer_connection()) is not None:
             try:
                 async for delivery in _subscription(connection, exchange, routing_keys):
-                    delay = _RETRY_FIRST_S
+                    backoff.reset()
                     yield delivery
             except (*_TRANSIENT, AMQPError) as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise asyncio.CancelledError from exc
-                logger.warning("subscription to %s interrupted (%r)", exchange, exc)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._closing.wait()
-            delay = min(delay * 2, _RETRY_MAX_S)
+                await pause(backoff, logger, f"subscribing to {exchange}", exc, stop=self._closing)
 
 
 def _outgoing(
