@@ -325,7 +325,7 @@ ON CONFLICT (internal_id) DO NOTHING
 RETURNING processed
 
 
--- name: migration_3
+-- name: migration_2
 -- The dashboard's reads: runs newest first by keyset (never OFFSET), overall and per
 -- function; processes that report a heartbeat.
 CREATE INDEX IF NOT EXISTS runs_by_queued ON runs (queued_at, run_id);

@@ -54,7 +54,7 @@ async def test_concurrent_migrations_leave_one_schema(postgres_url: str) -> None
         await asyncio.gather(*(store.close() for store in stores))
     async with await psycopg.AsyncConnection.connect(postgres_url) as connection:
         cursor = await connection.execute("SELECT version FROM tideflow_schema")
-        assert await cursor.fetchall() == [(1,)]
+        assert await cursor.fetchall() == [(1,), (2,)]
 
 
 async def test_the_store_keeps_working_after_a_server_restart(postgres_url: str) -> None:
