@@ -45,6 +45,12 @@ def _translated(action: str) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # psycopg answers a cancelled task by cancelling the statement on the server and
+            # raising QueryCanceled: the caller was cancelled, and must see that, not a store
+            # error it would retry (a loop catching StoreError would never stop).
+            raise asyncio.CancelledError from exc
         # Connection problems include the pool's PoolTimeout (no connection in time).
         if _is_connection_problem(exc):
             raise errors.StoreConnectionError(f"PostgreSQL {action}: {exc}") from exc
