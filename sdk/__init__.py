@@ -8,6 +8,14 @@ from ._client import Client
 from ._context import Context, Group, Step, SyncContext, SyncGroup, SyncStep
 from ._event import Event
 from ._function import Function
+from ._middleware import (
+    Middleware,
+    MiddlewareSync,
+    RawRequest,
+    SendEventsResult,
+    StepInfo,
+    TransformOutputResult,
+)
 from ._settings import Settings
 from ._triggers import TriggerCron, TriggerEvent
 from .errors import NonRetriableError, RetryAfterError, StepError, StepTimeout, TideflowError
@@ -19,16 +27,22 @@ __all__ = [
     "Event",
     "Function",
     "Group",
+    "Middleware",
+    "MiddlewareSync",
     "NonRetriableError",
+    "RawRequest",
     "RetryAfterError",
+    "SendEventsResult",
     "Settings",
     "Step",
     "StepError",
+    "StepInfo",
     "StepTimeout",
     "SyncContext",
     "SyncGroup",
     "SyncStep",
     "TideflowError",
+    "TransformOutputResult",
     "TriggerCron",
     "TriggerEvent",
     "errors",

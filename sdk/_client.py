@@ -14,6 +14,7 @@ from ._checkpointing import Checkpointing
 from ._core.ids import new_id
 from ._event import Event, parse_events
 from ._function import Function, Handler, make_function
+from ._middleware import Chain, MiddlewareFactory, send_through
 from ._settings import Settings
 from ._triggers import Trigger
 from ._types import is_name
@@ -29,7 +30,9 @@ class Client:
         event_key: the key for `POST /e/{key}` (default `TIDEFLOW_EVENT_KEY`).
         signing_key: default `TIDEFLOW_SIGNING_KEY`.
         logger: the logger handlers get as `ctx.logger`.
-        middleware: reserved for middleware classes.
+        middleware: `tideflow.Middleware` / `tideflow.MiddlewareSync` classes (or factories
+            `(client, raw_request) -> middleware`), run around every function of this client
+            (before the function's own) and around `send`.
         schemas: event name -> pydantic model; `send` validates `data` against it and handlers
             see `ctx.event.data` as that model's instance.
         checkpointing: the default of its functions' `checkpointing=`: a
@@ -47,7 +50,7 @@ class Client:
         event_key: str | None = None,
         signing_key: str | None = None,
         logger: logging.Logger | None = None,
-        middleware: Sequence[Any] | None = None,
+        middleware: Sequence[MiddlewareFactory] | None = None,
         schemas: Mapping[str, type[pydantic.BaseModel]] | None = None,
         database_url: str | None = None,
         broker_url: str | None = None,
@@ -61,7 +64,7 @@ class Client:
         self.event_key = event_key or self.settings.event_key
         self.signing_key = signing_key or self.settings.signing_key
         self.logger = logger or logging.getLogger(f"tideflow.app.{app_id}")
-        self.middleware = list(middleware or [])
+        self.middleware = _checked_middleware(middleware, where="Client")
         self.schemas = dict(schemas or {})
         self.database_url = database_url or self.settings.database_url
         self.broker_url = broker_url or self.settings.broker_url
@@ -78,8 +81,13 @@ class Client:
         retries: int = 4,
         on_failure: Handler | None = None,
         checkpointing: Checkpointing | bool | None = None,
+        middleware: Sequence[MiddlewareFactory] | None = None,
     ) -> Callable[[Handler], Function]:
-        """Decorates a handler `(ctx) -> result` as a durable `Function` of this app."""
+        """Decorates a handler `(ctx) -> result` as a durable `Function` of this app.
+
+        `middleware` runs after the client's, in the order given (see `tideflow.Middleware`).
+        """
+        own_middleware = _checked_middleware(middleware, where=fn_id)
 
         def decorate(handler: Handler) -> Function:
             function = make_function(
@@ -101,6 +109,8 @@ class Client:
             for item in function.with_companions():
                 item.schemas = self.schemas
                 item.logger = self.logger
+                item.client = self
+                item.middleware = [*self.middleware, *own_middleware]
             self.functions.extend(function.with_companions())
             return function
 
@@ -129,7 +139,19 @@ class Client:
     async def send(
         self, events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]]
     ) -> list[str]:
-        """Sends one event or a list; returns their ids, in order."""
+        """Sends one event or a list; returns their ids, in order.
+
+        Client middleware sees them in `before_send_events` / `after_send_events`.
+        """
+        if not self.middleware:
+            return await self._send(events)
+        chain = Chain.start(self.middleware, self, None)
+        listed = parse_events(list(events) if isinstance(events, (list, tuple)) else events)
+        return await send_through(chain, listed, self._send)
+
+    async def _send(
+        self, events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]]
+    ) -> list[str]:
         records = self.prepare(events)
         if self._send_hook is not None:
             await self._send_hook(records)
@@ -187,3 +209,15 @@ class Client:
 
 def _without_id(record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key != "internal_id"}
+
+
+def _checked_middleware(
+    middleware: Sequence[MiddlewareFactory] | None, *, where: str
+) -> list[MiddlewareFactory]:
+    checked = list(middleware or [])
+    for item in checked:
+        if not callable(item):
+            raise errors.ConfigError(
+                f"{where}: middleware must be Middleware classes or factories, got {item!r}"
+            )
+    return checked

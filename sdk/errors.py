@@ -110,3 +110,19 @@ class StepError(TideflowError):
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "message": self.message, "stack": self.stack}
+
+
+class MiddlewareError(TideflowError):
+    """A middleware hook raised; the run (or, for a step's `transform_output`, the step's
+    attempt) fails with this error.
+
+    Attributes:
+        middleware: the middleware's class name.
+        hook: the hook that raised.
+    """
+
+    def __init__(self, middleware: str, hook: str, cause: BaseException) -> None:
+        self.middleware = middleware
+        self.hook = hook
+        self.message = f"middleware {middleware}.{hook} raised {type(cause).__name__}: {cause}"
+        super().__init__(self.message)
