@@ -1,4 +1,5 @@
-"""Run a whole engine inside a test: `async with Engine(client) as engine: ...`.
+"""Run a whole engine inside a test: `async with Engine(client) as engine: ...`; or unit-test
+one function with mocked steps and no engine: `await TestEngine(fn).execute(...)`.
 
 The engine is the real one (store, broker, scheduler, worker, HTTP API) in this process and
 event loop; by default on an in-memory SQLite database and the in-process broker. Tests talk to
@@ -20,6 +21,9 @@ from . import errors
 from ._client import Client
 from ._function import Function
 from ._settings import Settings
+from ._test_engine import StepCall, TestEngine, TestResult
+
+__all__ = ["Engine", "EngineFactory", "Result", "StepCall", "TestEngine", "TestResult"]
 
 FINISHED = ("Completed", "Failed", "Cancelled")
 
