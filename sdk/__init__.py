@@ -6,6 +6,7 @@ from . import errors
 from ._checkpointing import Checkpointing
 from ._client import Client
 from ._context import Context, Group, Step, SyncContext, SyncGroup, SyncStep
+from ._dependencies import Dependencies
 from ._event import Event
 from ._function import Function
 from ._middleware import (
@@ -24,6 +25,7 @@ __all__ = [
     "Checkpointing",
     "Client",
     "Context",
+    "Dependencies",
     "Event",
     "Function",
     "Group",
