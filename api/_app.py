@@ -11,7 +11,7 @@ import prometheus_client
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from tideflow import Settings, errors
 from tideflow import _event as ev
 from tideflow._core import system_events
@@ -20,6 +20,8 @@ from tideflow._core.protocol import ErrorInfo
 from tideflow.broker import Broker, Dispatcher, Seal, publish_events
 from tideflow.store import Store
 from tideflow.store import models as m
+
+from ._realtime import realtime_routes
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +149,7 @@ class Api:
             prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
         )
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         return [
             Route("/e/{event_key}", self.send_events, methods=["POST"]),
             Route("/v1/events", self.list_events, methods=["GET"]),
@@ -158,6 +160,7 @@ class Api:
             Route("/v1/signals", self.signal, methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
+            *realtime_routes(self._broker, self._settings),
         ]
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -11,10 +12,13 @@ import pydantic
 
 from . import errors
 from ._checkpointing import Checkpointing
+from ._core import realtime as rt
 from ._core.ids import new_id
 from ._event import Event, parse_events
 from ._function import Function, Handler, make_function
 from ._middleware import Chain, MiddlewareFactory, send_through
+from ._realtime import Channel, Realtime, Subscription, Topic
+from ._realtime import resolve as resolve_topic
 from ._settings import Settings
 from ._triggers import Trigger
 from ._types import is_name
@@ -70,6 +74,9 @@ class Client:
         self.broker_url = broker_url or self.settings.broker_url
         self.checkpointing = checkpointing
         self.functions: list[Function] = []
+        self.realtime = Realtime(
+            signing_key=self.signing_key, broker_url=self.broker_url, api_url=self.settings.api_url
+        )
         self._send_hook: Callable[[list[dict[str, Any]]], Any] | None = None
 
     def create_function(
@@ -201,6 +208,31 @@ class Client:
         broker = create_broker(self.broker_url)
         async with broker:
             await publish_events(broker, records)
+
+    def realtime_token(
+        self,
+        channel: Channel | str,
+        topics: Sequence[Topic | str],
+        ttl: datetime.timedelta | int | str = "1h",
+    ) -> str:
+        """A token letting its holder subscribe to these topics of `channel` for `ttl`.
+
+        Signed with `signing_key` (HMAC-SHA256); without one, with a fixed development key that
+        anyone can use: set `TIDEFLOW_SIGNING_KEY` wherever the API is reachable by others.
+        """
+        return self.realtime.token(channel, topics, ttl)
+
+    def subscribe(self, token: str) -> Subscription:
+        """The messages published from now on to the token's channel and topics:
+        `async for message in client.subscribe(token)`."""
+        return self.realtime.subscribe(token)
+
+    async def publish(
+        self, channel: Channel | str, topic: Topic | str, data: Any, *, run_id: str | None = None
+    ) -> None:
+        """Publishes a realtime message (what `ctx.publish` does, from anywhere)."""
+        name, typed = resolve_topic(channel, topic)
+        await self.realtime.publish(rt.message(name, typed.name, typed.encode(data), run_id))
 
     def attach_sender(self, hook: Callable[[list[dict[str, Any]]], Any] | None) -> None:
         """Used by an engine in this process so `send` hands events over without HTTP."""

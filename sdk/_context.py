@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _steps as steps
 from ._core import protocol
+from ._core import realtime as rt
 from ._event import Event
+from ._realtime import Channel, Topic
+from ._realtime import resolve as resolve_topic
 from ._steps import Interrupt, Pass
 
 if TYPE_CHECKING:
@@ -18,6 +22,7 @@ if TYPE_CHECKING:
 
 _Duration = datetime.timedelta | int | str
 _T = TypeVar("_T")
+Publisher = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 
 class _StepCalls:
@@ -256,6 +261,7 @@ class Context:
         state: Pass,
         attempt: int,
         logger: logging.Logger,
+        publish: Publisher | None = None,
     ) -> None:
         self.event = event
         self.events = events
@@ -266,11 +272,29 @@ class Context:
         self.deps: Any = None
         self._state = state
         self._attempt = attempt
+        self._publish = publish
+        self._loop = asyncio.get_running_loop()
         self._attach_steps(state)
 
     def _attach_steps(self, state: Pass) -> None:
         self.step = Step(state)
         self.group = Group()
+
+    async def publish(self, channel: Channel | str, topic: Topic | str, data: Any) -> None:
+        """Publishes a realtime message to the subscribers of `channel`'s `topic`.
+
+        The data is checked against the topic's schema, if it has one (raising `RealtimeError`).
+        Code outside steps runs again on every replay; what it published is not published again.
+        """
+        message = self._message(channel, topic, data)
+        if message is not None and self._publish is not None:
+            await self._publish(message)
+
+    def _message(self, channel: Channel | str, topic: Topic | str, data: Any) -> Any:
+        name, typed = resolve_topic(channel, topic)
+        message = rt.message(name, typed.name, typed.encode(data), self.run_id)
+        inside_step = steps.current_step_attempt.get() is not None
+        return message if inside_step or not self._state.replaying else None
 
     @property
     def attempt(self) -> int:
@@ -292,3 +316,9 @@ class SyncContext(Context):
     def _attach_steps(self, state: Pass) -> None:
         self.step = SyncStep(state)
         self.group = SyncGroup()
+
+    def publish(self, channel: Channel | str, topic: Topic | str, data: Any) -> None:  # type: ignore[override]
+        """`Context.publish`, synchronous."""
+        message = self._message(channel, topic, data)
+        if message is not None and self._publish is not None:
+            asyncio.run_coroutine_threadsafe(self._publish(message), self._loop).result()

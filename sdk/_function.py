@@ -83,6 +83,12 @@ class Function:
     def __repr__(self) -> str:
         return f"<tideflow.Function {self.id}>"
 
+    async def publish(self, message: dict[str, Any]) -> None:
+        """Hands a realtime message from a run of this function to its client."""
+        if self.client is None:
+            raise errors.RealtimeError(f"function {self.id} has no client to publish through")
+        await self.client.realtime.publish(message)
+
     def with_companions(self) -> list[Function]:
         """This function and its `on_failure` handler, which runs as a function of its own."""
         return [self] if self.on_failure is None else [self, self.on_failure]

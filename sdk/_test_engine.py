@@ -44,6 +44,7 @@ class TestResult:
         error: what the handler raised (a `StepError` for a step out of attempts), or None.
         state: step id -> output, for every step that completed (`name:n` for repeats).
         calls: the steps carried out, in order (a retried step once per attempt).
+        published: the realtime messages `ctx.publish` sent, in order.
     """
 
     __test__ = False
@@ -52,6 +53,7 @@ class TestResult:
     error: BaseException | None = None
     state: dict[str, Any] = dataclasses.field(default_factory=dict)
     calls: list[StepCall] = dataclasses.field(default_factory=list)
+    published: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 class _Stop(Exception):
@@ -176,6 +178,7 @@ class _Run:
             state=state,
             attempt=0,
             logger=self.function.logger,
+            publish=self._publish,
         )
         await self.hooks.begin(ctx, self.function, state.memo)
         try:
@@ -264,6 +267,9 @@ class _Run:
         raise errors.ConfigError(
             f"invoke of {ask.function_id!r} has no mock: pass invokes={{{short!r}: ...}}"
         )
+
+    async def _publish(self, message: dict[str, Any]) -> None:
+        self.outcome.published.append(message)
 
     def _label(self, op: PlannedOp) -> str:
         label = self._labels.get(op.hash)

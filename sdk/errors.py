@@ -126,3 +126,8 @@ class MiddlewareError(TideflowError):
         self.hook = hook
         self.message = f"middleware {middleware}.{hook} raised {type(cause).__name__}: {cause}"
         super().__init__(self.message)
+
+
+class RealtimeError(TideflowError):
+    """A realtime publish or subscription failed: data not matching its topic's schema, an
+    unknown topic, an unreachable API, a refused token."""

@@ -152,6 +152,7 @@ class Execution:
             state=state,
             attempt=self.state.job.attempt,
             logger=self.function.logger,
+            publish=self.function.publish,
         )
 
     def _event(self, payload: dict[str, Any]) -> r.Event:
