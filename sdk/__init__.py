@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import errors
+from . import encryption, errors, realtime
 from ._checkpointing import Checkpointing
 from ._client import Client
 from ._context import Context, Group, Step, SyncContext, SyncGroup, SyncStep
@@ -47,5 +47,7 @@ __all__ = [
     "TransformOutputResult",
     "TriggerCron",
     "TriggerEvent",
+    "encryption",
     "errors",
+    "realtime",
 ]
