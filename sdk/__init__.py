@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from . import encryption, errors, realtime
 from ._checkpointing import Checkpointing
 from ._client import Client
@@ -18,13 +21,22 @@ from ._middleware import (
     TransformOutputResult,
 )
 from ._settings import Settings
+from ._steps import StoredStep
 from ._triggers import TriggerCron, TriggerEvent
 from .errors import NonRetriableError, RetryAfterError, StepError, StepTimeout, TideflowError
 
+# inngest-py's names, so that functions written for it move over with a changed import.
+ContextSync = SyncContext
+StepSync = SyncStep
+StepMemos = Mapping[str, StoredStep]
+JSON = Any
+
 __all__ = [
+    "JSON",
     "Checkpointing",
     "Client",
     "Context",
+    "ContextSync",
     "Dependencies",
     "Event",
     "Function",
@@ -39,7 +51,10 @@ __all__ = [
     "Step",
     "StepError",
     "StepInfo",
+    "StepMemos",
+    "StepSync",
     "StepTimeout",
+    "StoredStep",
     "SyncContext",
     "SyncGroup",
     "SyncStep",

@@ -109,7 +109,12 @@ class Step(_StepCalls):
         return await self._settled(self._wait_for_signal(step_id, signal, timeout))
 
     async def invoke(
-        self, step_id: str, *, function: Function, data: Any, timeout: _Duration | None = None
+        self,
+        step_id: str,
+        *,
+        function: Function,
+        data: Any = None,
+        timeout: _Duration | None = None,
     ) -> Any:
         """Runs another function and returns its output; raises `StepError` if it failed."""
         return await self._settled(self._invoke(step_id, function.id, data, timeout))
@@ -119,7 +124,7 @@ class Step(_StepCalls):
         step_id: str,
         *,
         function_id: str,
-        data: Any,
+        data: Any = None,
         app_id: str | None = None,
         timeout: _Duration | None = None,
     ) -> Any:
@@ -161,7 +166,12 @@ class SyncStep(_StepCalls):
         return self._settled_blocking(self._wait_for_signal(step_id, signal, timeout))
 
     def invoke(
-        self, step_id: str, *, function: Function, data: Any, timeout: _Duration | None = None
+        self,
+        step_id: str,
+        *,
+        function: Function,
+        data: Any = None,
+        timeout: _Duration | None = None,
     ) -> Any:
         """Runs another function and returns its output."""
         return self._settled_blocking(self._invoke(step_id, function.id, data, timeout))
@@ -171,7 +181,7 @@ class SyncStep(_StepCalls):
         step_id: str,
         *,
         function_id: str,
-        data: Any,
+        data: Any = None,
         app_id: str | None = None,
         timeout: _Duration | None = None,
     ) -> Any:
