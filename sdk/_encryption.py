@@ -137,18 +137,25 @@ class EncryptionMiddleware(MiddlewareSync):
             event.data = self._decrypt_event_data(event.data)
 
     def transform_output(self, result: TransformOutputResult) -> None:
-        if result.has_output() and not self._decrypt_only:
+        if self._decrypt_only:
+            return
+        if result.has_output():
             result.output = self._encryptor.encrypt(result.output)
+        elif result.step is not None and result.step.op == "invoke" and result.step.opts:
+            # The invoked run's event carries this data: its field is encrypted like an event's.
+            payload = result.step.opts.get("payload", {})
+            payload["data"] = self._encrypt_field(payload.get("data"))
 
     def before_send_events(self, events: list[Event]) -> None:
         if self._decrypt_only:
             return
         for event in events:
-            if isinstance(event.data, dict) and event.data.get(self._field) is not None:
-                event.data = {
-                    **event.data,
-                    self._field: self._encryptor.encrypt(event.data[self._field]),
-                }
+            event.data = self._encrypt_field(event.data)
+
+    def _encrypt_field(self, data: Any) -> Any:
+        if isinstance(data, dict) and data.get(self._field) is not None:
+            return {**data, self._field: self._encryptor.encrypt(data[self._field])}
+        return data
 
     def _decrypt_event_data(self, data: Any) -> Any:
         if not isinstance(data, dict):

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from . import errors
+from ._core import protocol
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -48,11 +49,14 @@ class RawRequest:
 
 @dataclasses.dataclass
 class StepInfo:
-    """The step whose result `transform_output` sees: `id` (the user's step id), `name`, `op`."""
+    """The step whose result `transform_output` sees: `id` (the user's step id), `name`, `op`,
+    and for an `invoke` about to be asked for, `opts` (`{"payload": {"data": ...}}`, assignable,
+    as in inngest-py)."""
 
     id: str
     name: str
     op: str
+    opts: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -68,10 +72,12 @@ class TransformOutputResult:
     output: Any
     error: BaseException | None
     step: StepInfo | None
+    is_planned: bool = False
+    """True for a step the scheduler is about to carry out (an `invoke`): no output yet."""
 
     def has_output(self) -> bool:
-        """Whether there is an output (not an error) to transform."""
-        return self.error is None
+        """Whether there is an output (not an error, not a planned step) to transform."""
+        return self.error is None and not self.is_planned
 
 
 @dataclasses.dataclass
@@ -262,6 +268,27 @@ class Lifecycle:
         if self.chain:
             await self.chain.call("transform_output", result, reverse=True)
         return result
+
+    async def planned(
+        self, requests: tuple[protocol.StepRequest, ...]
+    ) -> tuple[protocol.StepRequest, ...]:
+        """The steps asked of the scheduler, after `transform_output` has seen each invocation
+        (and may have changed the data it sends)."""
+        await self.after_execution()
+        if not self.chain:
+            return requests
+        return tuple([await self._planned(request) for request in requests])
+
+    async def _planned(self, request: protocol.StepRequest) -> protocol.StepRequest:
+        if not isinstance(request.ask, protocol.Invoke):
+            return request
+        opts = {"payload": {"data": request.ask.data}}
+        step = StepInfo(request.name, request.name, request.ask.op, opts)
+        await self.chain.call(
+            "transform_output", TransformOutputResult(None, None, step, True), reverse=True
+        )
+        data = (step.opts or opts).get("payload", {}).get("data", request.ask.data)
+        return dataclasses.replace(request, ask=dataclasses.replace(request.ask, data=data))
 
     async def before_response(self) -> None:
         await self.after_execution()

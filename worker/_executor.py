@@ -100,7 +100,9 @@ class Execution:
             return finished
         local = [op for op in state.planned if op.is_local]
         if not local:
-            return protocol.Suspended(tuple(op.request() for op in state.planned))
+            return protocol.Suspended(
+                await self._hooks.planned(tuple(o.request() for o in state.planned))
+            )
         if has_run and (time.monotonic() >= deadline or self._must_stop()):
             return protocol.Continue()
         retries = await self._run_steps(local)

@@ -72,12 +72,20 @@ async def test_the_store_the_broker_and_the_api_never_see_plaintext(postgres_url
     client = tideflow.Client(app_id="vault", middleware=[EncryptionMiddleware.factory(KEY)])
     seen: list[Any] = []
 
+    @client.create_function(fn_id="verify", trigger=tideflow.TriggerEvent(event="t/verify"))
+    async def verify(ctx: tideflow.Context) -> dict[str, Any]:
+        return {"verified": ctx.event.data["encrypted"]["card"]}
+
     @client.create_function(fn_id="charge", trigger=tideflow.TriggerEvent(event="t/charge"))
     async def charge(ctx: tideflow.Context) -> dict[str, Any]:
         card = ctx.event.data["encrypted"]["card"]
         seen.append(card)
         echoed = await ctx.step.run("echo", lambda: {"card": card})
         seen.append(echoed["card"])
+        verified = await ctx.step.invoke(
+            "verify", function=verify, data={"encrypted": {"card": card}}
+        )
+        seen.append(verified["verified"])
         await ctx.step.send_event(
             "receipt", {"name": "t/receipt", "data": {"encrypted": {"card": card}}}
         )
