@@ -132,7 +132,7 @@ class EncryptionMiddleware(MiddlewareSync):
         self, ctx: Context, function: Function, steps: Mapping[str, StoredStep]
     ) -> None:
         for step in steps.values():
-            step.output = self._encryptor.decrypt(step.output)
+            step.output = self._decrypt_step(step.output)
         for event in {id(ctx.event): ctx.event, **{id(e): e for e in ctx.events}}.values():
             event.data = self._decrypt_event_data(event.data)
 
@@ -156,6 +156,13 @@ class EncryptionMiddleware(MiddlewareSync):
         if isinstance(data, dict) and data.get(self._field) is not None:
             return {**data, self._field: self._encryptor.encrypt(data[self._field])}
         return data
+
+    def _decrypt_step(self, output: Any) -> Any:
+        output = self._encryptor.decrypt(output)
+        if isinstance(output, dict) and isinstance(output.get("name"), str) and "data" in output:
+            # The event a wait_for_event matched: its field, encrypted by its sender.
+            return {**output, "data": self._decrypt_event_data(output["data"])}
+        return output
 
     def _decrypt_event_data(self, data: Any) -> Any:
         if not isinstance(data, dict):

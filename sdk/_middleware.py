@@ -252,6 +252,8 @@ class Lifecycle:
 
     def new_code_blocking(self) -> None:
         """`new_code` from a plain handler's thread."""
+        if not self.chain:
+            return  # nothing to call: spare the hop to the event loop
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self.new_code(), self._loop).result()
 

@@ -11,7 +11,7 @@ import pytest
 import tideflow
 from tideflow.broker import Message
 from tideflow.encryption import EncryptionError, EncryptionMiddleware, Encryptor, is_encrypted
-from tideflow.testing import Engine
+from tideflow.testing import Engine, TestEngine
 
 SECRET = "4111-1111-1111-1111"
 KEY = "correct horse battery staple"
@@ -125,3 +125,21 @@ async def test_the_store_the_broker_and_the_api_never_see_plaintext(postgres_url
         assert "t/receipt" in text or where == "broker", f"{where}: nothing recorded"
         assert SECRET not in text, f"plaintext in the {where}"
         assert "__ENCRYPTED__" in text, f"{where}: no ciphertext either"
+
+
+def test_a_waited_for_event_reaches_the_handler_decrypted() -> None:
+    client = tideflow.Client(app_id="vault", middleware=[EncryptionMiddleware.factory(KEY)])
+
+    @client.create_function(fn_id="wait", trigger=tideflow.TriggerEvent(event="t/start"))
+    async def wait(ctx: tideflow.Context) -> Any:
+        matched = await ctx.step.wait_for_event("paid", event="t/paid", timeout="1h")
+        assert matched is not None
+        return matched.data["encrypted"]
+
+    sent_by_inngest = inngest_middleware(KEY)._encrypt({"card": SECRET})
+    outcome = TestEngine(wait).execute_sync(
+        steps={"paid": {"name": "t/paid", "data": {"encrypted": sent_by_inngest}}}
+    )
+
+    assert outcome.error is None
+    assert Encryptor(KEY).decrypt(outcome.result) == {"card": SECRET}
