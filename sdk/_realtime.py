@@ -147,6 +147,7 @@ class Subscription:
         self._inbox: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
         self._ready = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
 
     def _start(self) -> None:
         if self._pump is None:
@@ -160,14 +161,18 @@ class Subscription:
                 else:
                     self._inbox.put_nowait(item)
         except Exception as exc:  # noqa: BLE001 - handed to the iterating task
+            self._failure = exc
             self._inbox.put_nowait(exc)
         self._inbox.put_nowait(None)
         self._ready.set()
 
     async def ready(self, timeout_s: float = _READY_TIMEOUT_S) -> None:
-        """Returns once messages published from now on will arrive."""
+        """Returns once messages published from now on will arrive. Raises what made the
+        subscription fail (a `RealtimeError` for a refused token)."""
         self._start()
         await asyncio.wait_for(self._ready.wait(), timeout_s)
+        if self._failure is not None:
+            raise self._failure
 
     def __aiter__(self) -> Subscription:
         return self

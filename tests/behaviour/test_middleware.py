@@ -194,6 +194,37 @@ async def test_a_raising_hook_fails_the_run_with_an_error_naming_the_middleware(
     assert result.steps == []
 
 
+class BadOutput(tideflow.Middleware):
+    async def transform_output(self, result: tideflow.TransformOutputResult) -> None:
+        if result.step is not None:
+            raise KeyError("no such key")
+
+
+async def test_a_raising_transform_output_fails_the_step_attempt_which_is_retried() -> None:
+    client = tideflow.Client(app_id="test")
+    bodies: list[str] = []
+
+    @client.create_function(
+        fn_id="bad-output",
+        trigger=tideflow.TriggerEvent(event="t/bad-output"),
+        retries=1,
+        middleware=[BadOutput],
+    )
+    async def bad_output(ctx: tideflow.Context) -> None:
+        await ctx.step.run("body", lambda: bodies.append("ran"))
+
+    async with Engine(client) as engine:
+        result = await engine.finish({"name": "t/bad-output", "data": {}})
+
+    assert result.status == "Failed"
+    assert bodies == ["ran", "ran"]
+    ((name, status, error),) = [(s["name"], s["status"], s["error"]) for s in result.steps]
+    assert (name, status, error["name"]) == ("body", "Failed", "MiddlewareError")
+    assert (
+        error["message"] == "middleware BadOutput.transform_output raised KeyError: 'no such key'"
+    )
+
+
 def test_middleware_that_is_not_callable_is_refused() -> None:
     with pytest.raises(tideflow.errors.ConfigError, match="middleware must be"):
         tideflow.Client(app_id="test", middleware=["nope"])  # type: ignore[list-item]

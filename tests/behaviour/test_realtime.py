@@ -161,6 +161,13 @@ async def test_sse_and_websocket_routes_stream_messages_and_refuse_bad_tokens() 
                     pass
             assert refused.value.response.status_code == 401, query
 
+        outsider = tideflow.Client(
+            app_id="test",
+            settings=tideflow.Settings.from_env({"TIDEFLOW_API_URL": f"http://{host}"}),
+        )
+        with pytest.raises(tideflow.errors.RealtimeError, match="answered 401"):
+            await outsider.subscribe(expired).ready()
+
         sse = sse_messages(f"http://{host}/v1/realtime?token={token}")
         assert await anext(sse) == {}  # ready
         async with websockets.connect(f"ws://{host}/v1/realtime/ws?token={token}") as ws:
