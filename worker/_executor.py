@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from tideflow import Checkpointing, errors
-from tideflow import _middleware as mw
 from tideflow._core import protocol
 from tideflow._core import replay as r
 from tideflow._core.durations import to_ms
@@ -59,7 +58,7 @@ class Execution:
         self._checkpointer = checkpointer
         self._step_timeout_s = step_timeout_s
         self._should_stop = should_stop
-        self._hooks = mw.Lifecycle(mw.Chain([]))
+        self._hooks = r.Lifecycle(r.Chain([]))
         self.memo: dict[str, r.StoredStep] = {
             key: r.StoredStep(step.status, step.output, _error_dict(step.error))
             for key, step in state.steps.items()
@@ -87,9 +86,9 @@ class Execution:
                 return outcome
             has_run = True
 
-    def _lifecycle(self) -> mw.Lifecycle:
-        raw = mw.RawRequest(self.state.run.run_id, self.function.id, self.state.job.attempt)
-        return mw.Lifecycle.start(self.function.middleware, self.function.client, raw)
+    def _lifecycle(self) -> r.Lifecycle:
+        raw = r.RawRequest(self.state.run.run_id, self.function.id, self.state.job.attempt)
+        return r.Lifecycle.start(self.function.middleware, self.function.client, raw)
 
     async def _pass(
         self, state: r.Pass, *, has_run: bool, deadline: float
@@ -181,7 +180,7 @@ class Execution:
         try:
             async with deadline:
                 output = await _call(op)
-            info = mw.StepInfo(op.name, op.name, op.op)
+            info = r.StepInfo(op.name, op.name, op.op)
             output = (await self._hooks.transform_output(output, None, info)).output
         except Exception as exc:  # noqa: BLE001 - a step's error is recorded, retried or raised as StepError
             if isinstance(exc, TimeoutError) and deadline.expired():
@@ -211,13 +210,13 @@ class Execution:
     async def _send_events(self, op: r.PlannedOp, started: int) -> None:
         async def send(changed: list[r.Event]) -> list[str]:
             now = _now_ms()
-            records = mw.wire_records(changed, op.events)
+            records = r.wire_records(changed, op.events)
             events = [m.EventRecord.from_wire(record, now) for record in records]
             ids = [e.internal_id for e in events]
             self._record(op, m.COMPLETED, 0, started, output=ids, events=events)
             return ids
 
-        await mw.send_through(self._hooks.chain, mw.as_events(op.events), send)
+        await r.send_through(self._hooks.chain, r.as_events(op.events), send)
 
     def _record(
         self,
