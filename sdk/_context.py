@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _steps as steps
+from . import errors
 from ._core import protocol
 from ._core import realtime as rt
 from ._event import Event
@@ -283,7 +284,8 @@ class Context:
         self._state = state
         self._attempt = attempt
         self._publish = publish
-        self._loop = asyncio.get_running_loop()
+        # A plain handler's thread publishes through the loop its context was made on.
+        self._loop = _running_loop()
         self._attach_steps(state)
 
     def _attach_steps(self, state: Pass) -> None:
@@ -331,4 +333,13 @@ class SyncContext(Context):
         """`Context.publish`, synchronous."""
         message = self._message(channel, topic, data)
         if message is not None and self._publish is not None:
+            if self._loop is None:
+                raise errors.RealtimeError("publish needs a context made inside an event loop")
             asyncio.run_coroutine_threadsafe(self._publish(message), self._loop).result()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -83,7 +83,7 @@ class Function:
     def __repr__(self) -> str:
         return f"<tideflow.Function {self.id}>"
 
-    async def publish(self, message: dict[str, Any]) -> None:
+    async def publish_realtime(self, message: dict[str, Any]) -> None:
         """Hands a realtime message from a run of this function to its client."""
         if self.client is None:
             raise errors.RealtimeError(f"function {self.id} has no client to publish through")

@@ -219,6 +219,7 @@ class Realtime:
         self._api_url = api_url
         self.hub: Hub | None = None
         self._broker: Any = None
+        self._broker_loop: asyncio.AbstractEventLoop | None = None
         self._broker_lock = asyncio.Lock()
 
     def token(
@@ -244,6 +245,10 @@ class Realtime:
     async def _publish_to_broker(self, message: dict[str, Any]) -> None:
         from tideflow.broker import Message, create_broker, topology
 
+        loop = asyncio.get_running_loop()
+        if self._broker_loop is not loop:
+            # A connection serves the loop it was made on (a worker has one; tests may not).
+            self._broker, self._broker_loop, self._broker_lock = None, loop, asyncio.Lock()
         async with self._broker_lock:
             if self._broker is None:
                 broker = create_broker(self._broker_url)

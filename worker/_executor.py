@@ -153,7 +153,7 @@ class Execution:
             state=state,
             attempt=self.state.job.attempt,
             logger=self.function.logger,
-            publish=self.function.publish,
+            publish=self.function.publish_realtime,
         )
 
     def _event(self, payload: dict[str, Any]) -> r.Event:
