@@ -4,7 +4,6 @@ token receive them as they are published (nothing is stored)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import string
 import time
@@ -22,6 +21,7 @@ from ._types import is_name
 
 _Duration = Any
 _READY_TIMEOUT_S = 30.0
+_CLOSE_TIMEOUT_S = 10.0
 
 
 class Topic:
@@ -188,10 +188,11 @@ class Subscription:
         return item
 
     async def aclose(self) -> None:
+        """Stops receiving. Waits a bounded time for the broker to let go of the subscription;
+        a slow broker finishes that in the background."""
         if self._pump is not None:
             self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+            await asyncio.wait({self._pump}, timeout=_CLOSE_TIMEOUT_S)
 
     async def __aenter__(self) -> Subscription:
         return self
