@@ -127,10 +127,18 @@ class Client:
         self, events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Validates events (and their schemas) into wire records carrying fresh ids."""
+        return self._records(events, check_schemas=True)
+
+    def _records(
+        self,
+        events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]],
+        *,
+        check_schemas: bool,
+    ) -> list[dict[str, Any]]:
         parsed = parse_events(list(events) if isinstance(events, (list, tuple)) else events)
         records = []
         for event in parsed:
-            model = self.schemas.get(event.name)
+            model = self.schemas.get(event.name) if check_schemas else None
             if model is not None:
                 try:
                     model.model_validate(event.data)
@@ -154,12 +162,17 @@ class Client:
             return await self._send(events)
         chain = Chain.start(self.middleware, self, None)
         listed = parse_events(list(events) if isinstance(events, (list, tuple)) else events)
-        return await send_through(chain, listed, self._send)
+        # Schemas describe the data as the sender wrote it, before middleware (encryption) ran.
+        self.prepare(listed)
+        return await send_through(chain, listed, lambda sent: self._send(sent, checked=True))
 
     async def _send(
-        self, events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]]
+        self,
+        events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]],
+        *,
+        checked: bool = False,
     ) -> list[str]:
-        records = self.prepare(events)
+        records = self._records(events, check_schemas=not checked)
         if self._send_hook is not None:
             await self._send_hook(records)
         elif self.broker_url.startswith("amqp"):

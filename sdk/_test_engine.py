@@ -16,7 +16,7 @@ from . import errors
 from ._context import Context, SyncContext
 from ._core import protocol
 from ._core.ids import new_id
-from ._event import Event, parse_events
+from ._event import Event, apply_schemas, parse_events
 from ._function import Function
 from ._steps import Interrupt, Pass, PlannedOp, StoredStep, current_step_attempt
 from ._triggers import TriggerEvent
@@ -183,6 +183,7 @@ class _Run:
             publish=self._publish,
         )
         await self.hooks.begin(ctx, self.function, state.memo)
+        apply_schemas(ctx, self.function.schemas)
         try:
             if self.function.is_async:
                 output = await self.function.handler(ctx)

@@ -116,6 +116,7 @@ class Execution:
         """One pass of the handler: its outcome if it ended, None if it stopped at new steps."""
         ctx = self._context(state)
         await self._hooks.begin(ctx, self.function, state.memo)
+        r.apply_schemas(ctx, self.function.schemas)
         try:
             if self.function.is_async:
                 output = await self.function.handler(ctx)
@@ -144,7 +145,7 @@ class Execution:
 
     def _context(self, state: r.Pass) -> r.Context:
         run = self.state.run
-        events = [self._event(payload) for payload in run.events]
+        events = [r.Event.model_validate(payload) for payload in run.events]
         context_class = r.Context if self.function.is_async else r.SyncContext
         return context_class(
             event=events[0],
@@ -155,13 +156,6 @@ class Execution:
             logger=self.function.logger,
             publish=self.function.publish_realtime,
         )
-
-    def _event(self, payload: dict[str, Any]) -> r.Event:
-        event = r.Event.model_validate(payload)
-        model = self.function.schemas.get(event.name)
-        if model is None:
-            return event
-        return event.model_copy(update={"data": model.model_validate(event.data)})
 
     async def _run_steps(self, ops: list[r.PlannedOp]) -> list[protocol.StepRetry]:
         results = await asyncio.gather(*(self._run_step(op) for op in ops))

@@ -4,7 +4,7 @@ middleware lifecycle around it."""
 from __future__ import annotations
 
 from tideflow._context import Context, SyncContext
-from tideflow._event import Event
+from tideflow._event import Event, apply_schemas
 from tideflow._function import Function
 from tideflow._middleware import (
     Chain,
@@ -38,6 +38,7 @@ __all__ = [
     "StepInfo",
     "StoredStep",
     "SyncContext",
+    "apply_schemas",
     "as_events",
     "current_step_attempt",
     "send_through",

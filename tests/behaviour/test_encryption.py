@@ -7,6 +7,7 @@ from typing import Any
 import inngest
 import inngest_encryption
 import psycopg
+import pydantic
 import pytest
 import tideflow
 from tideflow.broker import Message
@@ -143,3 +144,40 @@ def test_a_waited_for_event_reaches_the_handler_decrypted() -> None:
 
     assert outcome.error is None
     assert Encryptor(KEY).decrypt(outcome.result) == {"card": SECRET}
+
+
+class Card(pydantic.BaseModel):
+    number: str
+
+
+class CardAdded(pydantic.BaseModel):
+    encrypted: Card
+    label: str
+
+
+async def test_schemas_describe_the_plain_data_of_encrypted_events() -> None:
+    client = tideflow.Client(
+        app_id="vault",
+        middleware=[EncryptionMiddleware.factory(KEY)],
+        schemas={"t/card": CardAdded},
+    )
+
+    @client.create_function(fn_id="card", trigger=tideflow.TriggerEvent(event="t/card"))
+    async def card(ctx: tideflow.Context) -> str:
+        data: CardAdded = ctx.event.data
+        return f"{data.label}: {data.encrypted.number}"
+
+    async with Engine(client) as engine:
+        (event_id,) = await client.send(
+            {"name": "t/card", "data": {"encrypted": {"number": SECRET}, "label": "work"}}
+        )
+        (run,) = await engine.wait_for_runs(event_id)
+        ended = await engine.wait_for_run(run["run_id"])
+        (stored,) = (await engine.http.get("/v1/events", params={"name": "t/card"})).json()["data"]
+        with pytest.raises(tideflow.errors.EventError, match="does not match its schema"):
+            await client.send({"name": "t/card", "data": {"encrypted": {"no": 1}, "label": "x"}})
+
+    assert ended["status"] == "Completed", ended
+    assert Encryptor(KEY).decrypt(ended["output"]) == f"work: {SECRET}"
+    assert is_encrypted(stored["data"]["encrypted"])
+    assert stored["data"]["label"] == "work"
