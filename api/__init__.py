@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from ._app import Api, create_app
+from ._realtime import Realtime
 
-__all__ = ["Api", "create_app"]
+__all__ = ["Api", "Realtime", "create_app"]

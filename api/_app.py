@@ -27,6 +27,7 @@ from tideflow.store import models as m
 from . import _metrics
 from ._auth import Auth
 from ._dashboard import Dashboard
+from ._realtime import realtime_routes
 from ._rest import Rest, iso
 
 logger = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ class Api:
             Route("/v1/signals", self.signal, methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
+            *realtime_routes(self._broker, self._settings),
         ]
 
 
@@ -216,7 +218,10 @@ class _Gate:
         if scope["type"] == "http":
             path: str = scope["path"]
             auth = self._api.auth
-            closed = path.startswith("/v1/") or (path == "/metrics" and auth.metrics_closed)
+            # The realtime routes check their own credentials: a subscription token, or a
+            # publish signed with the signing key.
+            is_v1 = path.startswith("/v1/") and not path.startswith("/v1/realtime")
+            closed = is_v1 or (path == "/metrics" and auth.metrics_closed)
             if closed and not auth.allows(Request(scope)):
                 response = _error(401, "missing or wrong signing key (Authorization: Bearer)")
                 response.headers["WWW-Authenticate"] = "Bearer"

@@ -94,6 +94,7 @@ class AmqpBroker(Broker):
                     topology.EVENTS_EXCHANGE,
                     topology.INTERNAL_EXCHANGE,
                     topology.BROADCAST_EXCHANGE,
+                    topology.REALTIME_EXCHANGE,
                 ):
                     self._exchanges[name] = await channel.declare_exchange(
                         name, aio_pika.ExchangeType.TOPIC, durable=True

@@ -15,7 +15,7 @@ import uvicorn
 from tideflow import Client, Function, Settings, errors
 from tideflow._core.backoff import Backoff
 from tideflow._core.urls import mask_url, redact
-from tideflow.api import Api, create_app
+from tideflow.api import Api, Realtime, create_app
 from tideflow.broker import Broker, create_broker
 from tideflow.scheduler import Scheduler
 from tideflow.store import Store, create_store
@@ -126,6 +126,11 @@ async def run_dev(
         api = Api(store=store, broker=broker, settings=settings)
         for client in clients:
             client.attach_sender(api.ingest)
+        # Functions publish realtime messages, and clients subscribe, on this process's broker.
+        hub = Realtime(broker, settings)
+        owners = {id(f.client): f.client for f in functions if f.client is not None}
+        for client in [*clients, *owners.values()]:
+            client.realtime.hub = hub
         scheduler = Scheduler(store=store, broker=broker, settings=settings)
         worker = Worker(store=store, broker=broker, settings=settings, functions=functions)
         await worker.register()

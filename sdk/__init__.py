@@ -2,34 +2,67 @@
 
 from __future__ import annotations
 
-from . import errors
+from collections.abc import Mapping
+from typing import Any
+
+from . import encryption, errors, realtime
 from ._checkpointing import Checkpointing
 from ._client import Client
 from ._context import Context, Group, Step, SyncContext, SyncGroup, SyncStep
+from ._dependencies import Dependencies
 from ._event import Event
 from ._function import Function
+from ._middleware import (
+    Middleware,
+    MiddlewareSync,
+    RawRequest,
+    SendEventsResult,
+    StepInfo,
+    TransformOutputResult,
+)
 from ._settings import Settings
+from ._steps import StoredStep
 from ._triggers import TriggerCron, TriggerEvent
 from .errors import NonRetriableError, RetryAfterError, StepError, StepTimeout, TideflowError
 
+# inngest-py's names, so that functions written for it move over with a changed import.
+ContextSync = SyncContext
+StepSync = SyncStep
+StepMemos = Mapping[str, StoredStep]
+JSON = Any
+
 __all__ = [
+    "JSON",
     "Checkpointing",
     "Client",
     "Context",
+    "ContextSync",
+    "Dependencies",
     "Event",
     "Function",
     "Group",
+    "Middleware",
+    "MiddlewareSync",
     "NonRetriableError",
+    "RawRequest",
     "RetryAfterError",
+    "SendEventsResult",
     "Settings",
     "Step",
     "StepError",
+    "StepInfo",
+    "StepMemos",
+    "StepSync",
     "StepTimeout",
+    "StoredStep",
     "SyncContext",
     "SyncGroup",
     "SyncStep",
     "TideflowError",
+    "TransformOutputResult",
     "TriggerCron",
     "TriggerEvent",
+    "encryption",
     "errors",
+    "realtime",
 ]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import datetime
 import logging
 import threading
 import weakref
@@ -14,9 +15,13 @@ import pydantic
 
 from . import errors
 from ._checkpointing import Checkpointing
+from ._core import realtime as rt
 from ._core.ids import new_id
 from ._event import Event, parse_events
 from ._function import Function, Handler, make_function
+from ._middleware import Chain, MiddlewareFactory, send_through
+from ._realtime import Channel, Realtime, Subscription, Topic
+from ._realtime import resolve as resolve_topic
 from ._settings import Settings
 from ._triggers import Trigger
 from ._types import is_name
@@ -36,7 +41,9 @@ class Client:
         event_key: the key for `POST /e/{key}` (default `TIDEFLOW_EVENT_KEY`).
         signing_key: default `TIDEFLOW_SIGNING_KEY`.
         logger: the logger handlers get as `ctx.logger`.
-        middleware: reserved for middleware classes.
+        middleware: `tideflow.Middleware` / `tideflow.MiddlewareSync` classes (or factories
+            `(client, raw_request) -> middleware`), run around every function of this client
+            (before the function's own) and around `send`.
         schemas: event name -> pydantic model; `send` validates `data` against it and handlers
             see `ctx.event.data` as that model's instance.
         checkpointing: the default of its functions' `checkpointing=`: a
@@ -62,7 +69,7 @@ class Client:
         event_key: str | None = None,
         signing_key: str | None = None,
         logger: logging.Logger | None = None,
-        middleware: Sequence[Any] | None = None,
+        middleware: Sequence[MiddlewareFactory] | None = None,
         schemas: Mapping[str, type[pydantic.BaseModel]] | None = None,
         database_url: str | None = None,
         broker_url: str | None = None,
@@ -76,12 +83,15 @@ class Client:
         self.event_key = event_key or self.settings.event_key
         self.signing_key = signing_key or self.settings.signing_key
         self.logger = logger or logging.getLogger(f"tideflow.app.{app_id}")
-        self.middleware = list(middleware or [])
+        self.middleware = _checked_middleware(middleware, where="Client")
         self.schemas = dict(schemas or {})
         self.database_url = database_url or self.settings.database_url
         self.broker_url = broker_url or self.settings.broker_url
         self.checkpointing = checkpointing
         self.functions: list[Function] = []
+        self.realtime = Realtime(
+            signing_key=self.signing_key, broker_url=self.broker_url, api_url=self.settings.api_url
+        )
         self._send_hook: Callable[[list[dict[str, Any]]], Any] | None = None
         self._connection: _Connection | None = None
         self._sync_sender: _LoopThread | None = None
@@ -97,8 +107,13 @@ class Client:
         retries: int = 4,
         on_failure: Handler | None = None,
         checkpointing: Checkpointing | bool | None = None,
+        middleware: Sequence[MiddlewareFactory] | None = None,
     ) -> Callable[[Handler], Function]:
-        """Decorates a handler `(ctx) -> result` as a durable `Function` of this app."""
+        """Decorates a handler `(ctx) -> result` as a durable `Function` of this app.
+
+        `middleware` runs after the client's, in the order given (see `tideflow.Middleware`).
+        """
+        own_middleware = _checked_middleware(middleware, where=fn_id)
 
         def decorate(handler: Handler) -> Function:
             function = make_function(
@@ -120,6 +135,8 @@ class Client:
             for item in function.with_companions():
                 item.schemas = self.schemas
                 item.logger = self.logger
+                item.client = self
+                item.middleware = [*self.middleware, *own_middleware]
             self.functions.extend(function.with_companions())
             return function
 
@@ -129,10 +146,18 @@ class Client:
         self, events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Validates events (and their schemas) into wire records carrying fresh ids."""
+        return self._records(events, check_schemas=True)
+
+    def _records(
+        self,
+        events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]],
+        *,
+        check_schemas: bool,
+    ) -> list[dict[str, Any]]:
         parsed = parse_events(list(events) if isinstance(events, (list, tuple)) else events)
         records = []
         for event in parsed:
-            model = self.schemas.get(event.name)
+            model = self.schemas.get(event.name) if check_schemas else None
             if model is not None:
                 try:
                     model.model_validate(event.data)
@@ -148,8 +173,25 @@ class Client:
     async def send(
         self, events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]]
     ) -> list[str]:
-        """Sends one event or a list; returns their ids, in order."""
-        records = self.prepare(events)
+        """Sends one event or a list; returns their ids, in order.
+
+        Client middleware sees them in `before_send_events` / `after_send_events`.
+        """
+        if not self.middleware:
+            return await self._send(events)
+        chain = Chain.start(self.middleware, self, None)
+        listed = parse_events(list(events) if isinstance(events, (list, tuple)) else events)
+        # Schemas describe the data as the sender wrote it, before middleware (encryption) ran.
+        self.prepare(listed)
+        return await send_through(chain, listed, lambda sent: self._send(sent, checked=True))
+
+    async def _send(
+        self,
+        events: Event | dict[str, Any] | Sequence[Event | dict[str, Any]],
+        *,
+        checked: bool = False,
+    ) -> list[str]:
+        records = self._records(events, check_schemas=not checked)
         if self._send_hook is not None:
             await self._send_hook(records)
         elif self.broker_url.startswith("amqp"):
@@ -262,6 +304,31 @@ class Client:
             connection = self._connection = _Connection(self.broker_url, loop)
         return await connection.broker()
 
+    def realtime_token(
+        self,
+        channel: Channel | str,
+        topics: Sequence[Topic | str],
+        ttl: datetime.timedelta | int | str = "1h",
+    ) -> str:
+        """A token letting its holder subscribe to these topics of `channel` for `ttl`.
+
+        Signed with `signing_key` (HMAC-SHA256); without one, with a fixed development key that
+        anyone can use: set `TIDEFLOW_SIGNING_KEY` wherever the API is reachable by others.
+        """
+        return self.realtime.token(channel, topics, ttl)
+
+    def subscribe(self, token: str) -> Subscription:
+        """The messages published from now on to the token's channel and topics:
+        `async for message in client.subscribe(token)`."""
+        return self.realtime.subscribe(token)
+
+    async def publish(
+        self, channel: Channel | str, topic: Topic | str, data: Any, *, run_id: str | None = None
+    ) -> None:
+        """Publishes a realtime message (what `ctx.publish` does, from anywhere)."""
+        name, typed = resolve_topic(channel, topic)
+        await self.realtime.publish(rt.message(name, typed.name, typed.encode(data), run_id))
+
     def attach_sender(self, hook: Callable[[list[dict[str, Any]]], Any] | None) -> None:
         """Used by an engine in this process so `send` hands events over without HTTP."""
         self._send_hook = hook
@@ -358,3 +425,15 @@ class _LoopThread:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join()
+
+
+def _checked_middleware(
+    middleware: Sequence[MiddlewareFactory] | None, *, where: str
+) -> list[MiddlewareFactory]:
+    checked = list(middleware or [])
+    for item in checked:
+        if not callable(item):
+            raise errors.ConfigError(
+                f"{where}: middleware must be Middleware classes or factories, got {item!r}"
+            )
+    return checked

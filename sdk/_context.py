@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _steps as steps
+from . import errors
 from ._core import protocol
+from ._core import realtime as rt
 from ._event import Event
+from ._realtime import Channel, Topic
+from ._realtime import resolve as resolve_topic
 from ._steps import Interrupt, Pass
 
 if TYPE_CHECKING:
     from ._function import Function
 
 _Duration = datetime.timedelta | int | str
+_T = TypeVar("_T")
+Publisher = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 
 class _StepCalls:
@@ -66,53 +73,70 @@ class _StepCalls:
     def _qualified(self, function_id: str, app_id: str | None) -> str:
         return f"{app_id or self._state.app_id}-{function_id}"
 
+    async def _settled(self, value: _T) -> _T:
+        await self._state.settle()
+        return value
+
+    def _settled_blocking(self, value: _T) -> _T:
+        self._state.settle_blocking()
+        return value
+
 
 class Step(_StepCalls):
     """The step API of an `async def` handler. Every method is memoized by its step id."""
 
     async def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
         """Runs `handler(*args)` once for this run and returns its JSON-serialisable result."""
-        return self._run(step_id, handler, args)
+        return await self._settled(self._run(step_id, handler, args))
 
     async def sleep(self, step_id: str, duration: _Duration) -> None:
         """Pauses the run for `duration`; no process holds it meanwhile."""
         self._sleep(step_id, duration)
+        await self._settled(None)
 
     async def sleep_until(self, step_id: str, moment: datetime.datetime | str) -> None:
         """Pauses the run until an aware datetime."""
         self._sleep_until(step_id, moment)
+        await self._settled(None)
 
     async def wait_for_event(
         self, step_id: str, *, event: str, timeout: _Duration, if_exp: str | None = None
     ) -> Event | None:
         """Waits for an event named `event` matching `if_exp`; `None` on timeout."""
-        return self._wait_for_event(step_id, event, timeout, if_exp)
+        return await self._settled(self._wait_for_event(step_id, event, timeout, if_exp))
 
     async def wait_for_signal(self, step_id: str, *, signal: str, timeout: _Duration) -> Any:
         """Waits for `POST /v1/signals` naming `signal`; its data, or `None` on timeout."""
-        return self._wait_for_signal(step_id, signal, timeout)
+        return await self._settled(self._wait_for_signal(step_id, signal, timeout))
 
     async def invoke(
-        self, step_id: str, *, function: Function, data: Any, timeout: _Duration | None = None
+        self,
+        step_id: str,
+        *,
+        function: Function,
+        data: Any = None,
+        timeout: _Duration | None = None,
     ) -> Any:
         """Runs another function and returns its output; raises `StepError` if it failed."""
-        return self._invoke(step_id, function.id, data, timeout)
+        return await self._settled(self._invoke(step_id, function.id, data, timeout))
 
     async def invoke_by_id(
         self,
         step_id: str,
         *,
         function_id: str,
-        data: Any,
+        data: Any = None,
         app_id: str | None = None,
         timeout: _Duration | None = None,
     ) -> Any:
         """Like `invoke`, naming the function by its `fn_id` (and `app_id`, default this app)."""
-        return self._invoke(step_id, self._qualified(function_id, app_id), data, timeout)
+        return await self._settled(
+            self._invoke(step_id, self._qualified(function_id, app_id), data, timeout)
+        )
 
     async def send_event(self, step_id: str, events: Any) -> list[str]:
         """Sends one event or a list, once for this run; returns their ids."""
-        return self._send_event(step_id, events)
+        return await self._settled(self._send_event(step_id, events))
 
 
 class SyncStep(_StepCalls):
@@ -120,47 +144,56 @@ class SyncStep(_StepCalls):
 
     def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
         """Runs `handler(*args)` once for this run and returns its JSON-serialisable result."""
-        return self._run(step_id, handler, args)
+        return self._settled_blocking(self._run(step_id, handler, args))
 
     def sleep(self, step_id: str, duration: _Duration) -> None:
         """Pauses the run for `duration`."""
         self._sleep(step_id, duration)
+        self._settled_blocking(None)
 
     def sleep_until(self, step_id: str, moment: datetime.datetime | str) -> None:
         """Pauses the run until an aware datetime."""
         self._sleep_until(step_id, moment)
+        self._settled_blocking(None)
 
     def wait_for_event(
         self, step_id: str, *, event: str, timeout: _Duration, if_exp: str | None = None
     ) -> Event | None:
         """Waits for a matching event; `None` on timeout."""
-        return self._wait_for_event(step_id, event, timeout, if_exp)
+        return self._settled_blocking(self._wait_for_event(step_id, event, timeout, if_exp))
 
     def wait_for_signal(self, step_id: str, *, signal: str, timeout: _Duration) -> Any:
         """Waits for a signal; its data, or `None` on timeout."""
-        return self._wait_for_signal(step_id, signal, timeout)
+        return self._settled_blocking(self._wait_for_signal(step_id, signal, timeout))
 
     def invoke(
-        self, step_id: str, *, function: Function, data: Any, timeout: _Duration | None = None
+        self,
+        step_id: str,
+        *,
+        function: Function,
+        data: Any = None,
+        timeout: _Duration | None = None,
     ) -> Any:
         """Runs another function and returns its output."""
-        return self._invoke(step_id, function.id, data, timeout)
+        return self._settled_blocking(self._invoke(step_id, function.id, data, timeout))
 
     def invoke_by_id(
         self,
         step_id: str,
         *,
         function_id: str,
-        data: Any,
+        data: Any = None,
         app_id: str | None = None,
         timeout: _Duration | None = None,
     ) -> Any:
         """Like `invoke`, naming the function by id."""
-        return self._invoke(step_id, self._qualified(function_id, app_id), data, timeout)
+        return self._settled_blocking(
+            self._invoke(step_id, self._qualified(function_id, app_id), data, timeout)
+        )
 
     def send_event(self, step_id: str, events: Any) -> list[str]:
         """Sends events once for this run; returns their ids."""
-        return self._send_event(step_id, events)
+        return self._settled_blocking(self._send_event(step_id, events))
 
 
 class Group:
@@ -199,6 +232,20 @@ class SyncGroup:
         return tuple(results)
 
 
+class ReplayLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger that stays quiet while its handler replays code that has run before."""
+
+    def __init__(self, logger: logging.Logger, state: Pass) -> None:
+        super().__init__(logger, None)
+        self._state = state
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._state.replaying and super().isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return msg, kwargs
+
+
 class Context:
     """What an `async def` handler receives.
 
@@ -208,7 +255,9 @@ class Context:
         step: the step API.
         group: parallel step groups.
         run_id: this run's id.
-        logger: a logger for the handler.
+        logger: the client's logger; lines logged while the handler replays steps that ran
+            before are dropped, so each line appears once per real execution.
+        deps: what a `tideflow.Dependencies` middleware provides (None without one).
     """
 
     step: Step
@@ -223,17 +272,41 @@ class Context:
         state: Pass,
         attempt: int,
         logger: logging.Logger,
+        publish: Publisher | None = None,
     ) -> None:
         self.event = event
         self.events = events
         self.run_id = run_id
-        self.logger = logger
+        self.logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = ReplayLogger(
+            logger, state
+        )
+        self.deps: Any = None
+        self._state = state
         self._attempt = attempt
+        self._publish = publish
+        # A plain handler's thread publishes through the loop its context was made on.
+        self._loop = _running_loop()
         self._attach_steps(state)
 
     def _attach_steps(self, state: Pass) -> None:
         self.step = Step(state)
         self.group = Group()
+
+    async def publish(self, channel: Channel | str, topic: Topic | str, data: Any) -> None:
+        """Publishes a realtime message to the subscribers of `channel`'s `topic`.
+
+        The data is checked against the topic's schema, if it has one (raising `RealtimeError`).
+        Code outside steps runs again on every replay; what it published is not published again.
+        """
+        message = self._message(channel, topic, data)
+        if message is not None and self._publish is not None:
+            await self._publish(message)
+
+    def _message(self, channel: Channel | str, topic: Topic | str, data: Any) -> Any:
+        name, typed = resolve_topic(channel, topic)
+        message = rt.message(name, typed.name, typed.encode(data), self.run_id)
+        inside_step = steps.current_step_attempt.get() is not None
+        return message if inside_step or not self._state.replaying else None
 
     @property
     def attempt(self) -> int:
@@ -255,3 +328,18 @@ class SyncContext(Context):
     def _attach_steps(self, state: Pass) -> None:
         self.step = SyncStep(state)
         self.group = SyncGroup()
+
+    def publish(self, channel: Channel | str, topic: Topic | str, data: Any) -> None:  # type: ignore[override]
+        """`Context.publish`, synchronous."""
+        message = self._message(channel, topic, data)
+        if message is not None and self._publish is not None:
+            if self._loop is None:
+                raise errors.RealtimeError("publish needs a context made inside an event loop")
+            asyncio.run_coroutine_threadsafe(self._publish(message), self._loop).result()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

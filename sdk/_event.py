@@ -105,3 +105,22 @@ def _first_problem(exc: pydantic.ValidationError) -> str:
     if problem["type"] == "missing":
         message = "is required"
     return f"{field} {message}" if field != "event" else message
+
+
+def apply_schemas(ctx: Any, schemas: dict[str, type[pydantic.BaseModel]]) -> None:
+    """Gives `ctx.event.data` / `ctx.events[i].data` as instances of their schema's model.
+
+    Done after middleware's `transform_input`, which sees (and may decrypt) the plain data.
+    Raises `pydantic.ValidationError` for data that does not match.
+    """
+    if not schemas:
+        return
+    ctx.event = _typed(ctx.event, schemas)
+    ctx.events = [_typed(event, schemas) for event in ctx.events]
+
+
+def _typed(event: Event, schemas: dict[str, type[pydantic.BaseModel]]) -> Event:
+    model = schemas.get(event.name)
+    if model is None or isinstance(event.data, model):
+        return event
+    return event.model_copy(update={"data": model.model_validate(event.data)})

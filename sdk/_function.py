@@ -4,7 +4,7 @@ import inspect
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
@@ -15,6 +15,10 @@ from ._checkpointing import resolve as resolve_checkpointing
 from ._core.system_events import FAILED_EVENT
 from ._triggers import Trigger, TriggerCron, TriggerEvent
 from ._types import is_name
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._middleware import MiddlewareFactory
 
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20
@@ -53,6 +57,9 @@ class Function:
         self.is_async = inspect.iscoroutinefunction(handler)
         self.schemas: dict[str, type[pydantic.BaseModel]] = {}
         self.logger = logging.getLogger(f"tideflow.app.{app_id}")
+        self.client: Client | None = None
+        self.middleware: list[MiddlewareFactory] = []
+        """The client's middleware, then the function's."""
         self.on_failure: Function | None = None
         if on_failure is not None:
             self.on_failure = Function(
@@ -75,6 +82,12 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<tideflow.Function {self.id}>"
+
+    async def publish_realtime(self, message: dict[str, Any]) -> None:
+        """Hands a realtime message from a run of this function to its client."""
+        if self.client is None:
+            raise errors.RealtimeError(f"function {self.id} has no client to publish through")
+        await self.client.realtime.publish(message)
 
     def with_companions(self) -> list[Function]:
         """This function and its `on_failure` handler, which runs as a function of its own."""

@@ -7,7 +7,7 @@ import dataclasses
 import datetime
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from ._core import protocol
@@ -15,6 +15,9 @@ from ._core.durations import to_ms, to_utc_ms
 from ._core.ids import derived_id, step_hash
 from ._event import Event, check_event
 from ._types import is_name
+
+if TYPE_CHECKING:
+    from ._middleware import Lifecycle
 
 MAX_STEPS_PER_RUN = 1_000
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
@@ -63,6 +66,15 @@ class StoredStep:
     output: Any = None
     error: dict[str, Any] | None = None
 
+    @property
+    def data(self) -> Any:
+        """`output`, under inngest-py's name (for middleware written for it)."""
+        return self.output
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self.output = value
+
 
 @dataclasses.dataclass
 class Pass:
@@ -74,6 +86,40 @@ class Pass:
     planned: list[PlannedOp] = dataclasses.field(default_factory=list)
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     fatal: BaseException | None = None
+    lifecycle: Lifecycle | None = None
+    replaying: bool = dataclasses.field(init=False)
+    """True until every stored step has been returned to the handler (or a new one is reached):
+    until then the handler is re-running code that has run before."""
+    consumed: set[str] = dataclasses.field(default_factory=set)
+    _entered: bool = False
+
+    def __post_init__(self) -> None:
+        self.replaying = bool(self.memo)
+
+    async def settle(self) -> None:
+        """Tells the middleware once the handler has left its stored steps behind."""
+        if not self.replaying and not self._entered:
+            self._entered = True
+            if self.lifecycle is not None:
+                try:
+                    await self.lifecycle.new_code()
+                except errors.MiddlewareError as exc:
+                    self._fail(exc)
+
+    def settle_blocking(self) -> None:
+        """`settle` from a plain handler's thread."""
+        if not self.replaying and not self._entered:
+            self._entered = True
+            if self.lifecycle is not None:
+                try:
+                    self.lifecycle.new_code_blocking()
+                except errors.MiddlewareError as exc:
+                    self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        # Out of the handler past any `except Exception` of the user's.
+        self.fatal = exc
+        raise Interrupt() from exc
 
     def resolve(self, name: str, op: str, **fields: Any) -> Any:
         """The stored result of this step call, or plans it and interrupts the pass."""
@@ -88,7 +134,10 @@ class Pass:
         key = step_hash(name, occurrence)
         stored = self.memo.get(key)
         if stored is not None:
+            self.consumed.add(key)
+            self.replaying = len(self.consumed) < len(self.memo)
             return _replay(stored, op)
+        self.replaying = False
         if len(self.memo) + len(self.planned) >= MAX_STEPS_PER_RUN:
             self.fatal = errors.LimitError(
                 f"step {name!r} would be step {MAX_STEPS_PER_RUN + 1} of this run; "

@@ -128,3 +128,24 @@ class UnroutableError(BrokerError):
         )
         self.exchange = exchange
         self.routing_key = routing_key
+
+
+class MiddlewareError(TideflowError):
+    """A middleware hook raised; the run (or, for a step's `transform_output`, the step's
+    attempt) fails with this error.
+
+    Attributes:
+        middleware: the middleware's class name.
+        hook: the hook that raised.
+    """
+
+    def __init__(self, middleware: str, hook: str, cause: BaseException) -> None:
+        self.middleware = middleware
+        self.hook = hook
+        self.message = f"middleware {middleware}.{hook} raised {type(cause).__name__}: {cause}"
+        super().__init__(self.message)
+
+
+class RealtimeError(TideflowError):
+    """A realtime publish or subscription failed: data not matching its topic's schema, an
+    unknown topic, an unreachable API, a refused token."""

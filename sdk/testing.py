@@ -1,4 +1,5 @@
-"""Run a whole engine inside a test: `async with Engine(client) as engine: ...`.
+"""Run a whole engine inside a test: `async with Engine(client) as engine: ...`; or unit-test
+one function with mocked steps and no engine: `await TestEngine(fn).execute(...)`.
 
 The engine is the real one (store, broker, scheduler, worker, HTTP API) in this process and
 event loop; by default on an in-memory SQLite database and the in-process broker. Tests talk to
@@ -19,7 +20,11 @@ import httpx
 from . import errors
 from ._client import Client
 from ._function import Function
+from ._realtime import Hub
 from ._settings import Settings
+from ._test_engine import StepCall, TestEngine, TestResult
+
+__all__ = ["Engine", "EngineFactory", "Result", "StepCall", "TestEngine", "TestResult"]
 
 FINISHED = ("Completed", "Failed", "Cancelled")
 
@@ -68,7 +73,7 @@ class Engine:
         self.http: httpx.AsyncClient
 
     async def __aenter__(self) -> Engine:
-        from tideflow.api import Api, create_app
+        from tideflow.api import Api, Realtime, create_app
         from tideflow.broker import create_broker
         from tideflow.scheduler import Scheduler
         from tideflow.store import create_store
@@ -82,6 +87,7 @@ class Engine:
         self.api = Api(store=self.store, broker=self.broker, settings=self.settings)
         for client in self._clients:
             client.attach_sender(self.api.ingest)
+        self._attach_realtime(Realtime(self.broker, self.settings))
         self.scheduler = Scheduler(
             store=self.store,
             broker=self.broker,
@@ -123,9 +129,16 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for client in self._clients:
             client.attach_sender(None)
+        self._attach_realtime(None)
         await self.http.aclose()
         await self.broker.close()
         await self.store.close()
+
+    def _attach_realtime(self, hub: Hub | None) -> None:
+        # Publishing and subscribing clients reach this engine's broker directly.
+        clients = {id(f.client): f.client for f in self.functions if f.client is not None}
+        for client in [*self._clients, *clients.values()]:
+            client.realtime.hub = hub
 
     async def send(self, *events: dict[str, Any]) -> list[str]:
         """Posts events to `/e/{key}`; returns their ids."""

@@ -7,12 +7,14 @@ where it fails: CI must never pass by skipping.
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from tideflow.store import Store, create_store
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TIDEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -84,3 +86,25 @@ def rabbitmq_url() -> Iterator[str]:
         yield f"amqp://guest:guest@{RABBITMQ_HOST}:5672/{vhost}"
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+# The store under test in tests/contract: each contract test runs on SQLite and on PostgreSQL.
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    store = create_store(store_url)
+    await store.open()
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()

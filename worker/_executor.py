@@ -58,6 +58,7 @@ class Execution:
         self._checkpointer = checkpointer
         self._step_timeout_s = step_timeout_s
         self._should_stop = should_stop
+        self._hooks = r.Lifecycle(r.Chain([]))
         self.memo: dict[str, r.StoredStep] = {
             key: r.StoredStep(step.status, step.output, _error_dict(step.error))
             for key, step in state.steps.items()
@@ -69,22 +70,45 @@ class Execution:
         deadline = time.monotonic() + runtime_ms / 1000
         has_run = False
         while True:
-            state = r.Pass(
-                run_id=self.state.run.run_id, app_id=self.function.app_id, memo=self.memo
-            )
-            finished = await self._replay(state)
-            if finished is not None:
-                return finished
-            local = [op for op in state.planned if op.is_local]
-            if not local:
-                return protocol.Suspended(tuple(op.request() for op in state.planned))
-            if has_run and (time.monotonic() >= deadline or self._must_stop()):
-                return protocol.Continue()
-            self._checkpointer.next_step()
-            retries = await self._run_steps(local)
+            try:
+                self._hooks = self._lifecycle()
+                state = r.Pass(
+                    run_id=self.state.run.run_id,
+                    app_id=self.function.app_id,
+                    memo=self._hooks.view(self.memo),
+                    lifecycle=self._hooks,
+                )
+                outcome = await self._pass(state, has_run=has_run, deadline=deadline)
+                await self._hooks.before_response()
+            except errors.MiddlewareError as exc:
+                return protocol.Failed(protocol.ErrorInfo.from_exception(exc))
+            if outcome is not None:
+                return outcome
             has_run = True
-            if retries:
-                return protocol.Retrying(tuple(retries))
+
+    def _lifecycle(self) -> r.Lifecycle:
+        raw = r.RawRequest(self.state.run.run_id, self.function.id, self.state.job.attempt)
+        return r.Lifecycle.start(self.function.middleware, self.function.client, raw)
+
+    async def _pass(
+        self, state: r.Pass, *, has_run: bool, deadline: float
+    ) -> protocol.Outcome | None:
+        """Replays the handler and runs the steps it reached; None to go on with another pass."""
+        finished = await self._replay(state)
+        if finished is not None:
+            return finished
+        local = [op for op in state.planned if op.is_local]
+        if not local:
+            return protocol.Suspended(
+                await self._hooks.planned(tuple(o.request() for o in state.planned))
+            )
+        if has_run and (time.monotonic() >= deadline or self._must_stop()):
+            return protocol.Continue()
+        self._checkpointer.next_step()
+        retries = await self._run_steps(local)
+        if retries:
+            return protocol.Retrying(tuple(retries))
+        return None
 
     def _must_stop(self) -> bool:
         return self._checkpointer.is_lost or self._should_stop()
@@ -92,6 +116,8 @@ class Execution:
     async def _replay(self, state: r.Pass) -> protocol.Outcome | None:
         """One pass of the handler: its outcome if it ended, None if it stopped at new steps."""
         ctx = self._context(state)
+        await self._hooks.begin(ctx, self.function, state.memo)
+        r.apply_schemas(ctx, self.function.schemas)
         try:
             if self.function.is_async:
                 output = await self.function.handler(ctx)
@@ -112,6 +138,7 @@ class Execution:
             return protocol.Errored(protocol.ErrorInfo.from_exception(exc), retry_after_ms)
         if state.fatal is not None:
             return protocol.Failed(protocol.ErrorInfo.from_exception(state.fatal))
+        output = (await self._hooks.transform_output(output, None, None)).output
         problem = _output_problem(output, "the handler's return value")
         if problem is not None:
             return protocol.Failed(protocol.ErrorInfo("OutputError", problem))
@@ -119,7 +146,7 @@ class Execution:
 
     def _context(self, state: r.Pass) -> r.Context:
         run = self.state.run
-        events = [self._event(payload) for payload in run.events]
+        events = [r.Event.model_validate(payload) for payload in run.events]
         context_class = r.Context if self.function.is_async else r.SyncContext
         return context_class(
             event=events[0],
@@ -128,14 +155,8 @@ class Execution:
             state=state,
             attempt=self.state.job.attempt,
             logger=self.function.logger,
+            publish=self.function.publish_realtime,
         )
-
-    def _event(self, payload: dict[str, Any]) -> r.Event:
-        event = r.Event.model_validate(payload)
-        model = self.function.schemas.get(event.name)
-        if model is None:
-            return event
-        return event.model_copy(update={"data": model.model_validate(event.data)})
 
     async def _run_steps(self, ops: list[r.PlannedOp]) -> list[protocol.StepRetry]:
         results = await asyncio.gather(*(self._run_step(op) for op in ops))
@@ -145,7 +166,7 @@ class Execution:
         """Runs one step; returns a retry request if it failed and has attempts left."""
         started = _now_ms()
         if op.op == protocol.OP_SEND_EVENT:
-            self._send_events(op, started)
+            await self._send_events(op, started)
             return None
         previous = self.state.steps.get(op.hash)
         attempt = previous.attempt if previous is not None else 0
@@ -154,6 +175,8 @@ class Execution:
         try:
             async with deadline:
                 output = await _call(op)
+            info = r.StepInfo(op.name, op.name, op.op)
+            output = (await self._hooks.transform_output(output, None, info)).output
         except Exception as exc:  # noqa: BLE001 - a step's error is recorded, retried or raised as StepError
             if isinstance(exc, TimeoutError) and deadline.expired():
                 exc = errors.StepTimeout(
@@ -179,12 +202,16 @@ class Execution:
         retry_after_ms = _retry_after_ms(exc) if isinstance(exc, errors.RetryAfterError) else None
         return protocol.StepRetry(op.hash, op.name, attempt, error, started, retry_after_ms)
 
-    def _send_events(self, op: r.PlannedOp, started: int) -> None:
-        now = _now_ms()
-        events = [m.EventRecord.from_wire(record, now) for record in op.events]
-        self._record(
-            op, m.COMPLETED, 0, started, output=[e.internal_id for e in events], events=events
-        )
+    async def _send_events(self, op: r.PlannedOp, started: int) -> None:
+        async def send(changed: list[r.Event]) -> list[str]:
+            now = _now_ms()
+            records = r.wire_records(changed, op.events)
+            events = [m.EventRecord.from_wire(record, now) for record in records]
+            ids = [e.internal_id for e in events]
+            self._record(op, m.COMPLETED, 0, started, output=ids, events=events)
+            return ids
+
+        await r.send_through(self._hooks.chain, r.as_events(op.events), send)
 
     def _record(
         self,
