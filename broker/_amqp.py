@@ -58,7 +58,7 @@ class AmqpBroker(Broker):
         url: `amqp://user:password@host:port/vhost`.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, publish_only: bool = False) -> None:
         self._where = mask_url(url)
         try:
             urllib.parse.urlsplit(url).port  # noqa: B018 (a typo is refused, not retried)
@@ -73,7 +73,7 @@ class AmqpBroker(Broker):
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._closing = asyncio.Event()
-        self._consumer_opening = asyncio.Lock()
+        self._publish_only = publish_only
 
     @property
     def is_durable(self) -> bool:
@@ -86,6 +86,9 @@ class AmqpBroker(Broker):
         try:
             self._publisher = await self._open_connection()
             _metrics.count_reconnects(self._publisher, "publisher")
+            if not self._publish_only:
+                self._consumer = await self._open_connection()
+                _metrics.count_reconnects(self._consumer, "consumer")
             async with asyncio.timeout(_OPERATION_TIMEOUT_S):
                 channel = await self._publisher.channel(
                     publisher_confirms=True, on_return_raises=True
@@ -108,26 +111,6 @@ class AmqpBroker(Broker):
                 f"{redact(repr(exc), self._url)}"
             ) from exc
         await declare_fixed_topology(self)
-
-    async def _consumer_connection(self) -> AbstractRobustConnection | None:
-        """The consuming connection, opened on first use (a process that only publishes, a
-        `Client`, holds one connection), retried with backoff until it opens. None once the
-        broker is closed."""
-        backoff = Backoff(base_s=_RETRY_FIRST_S, cap_s=_RETRY_MAX_S)
-        while self._publisher is not None and not self._closing.is_set():
-            async with self._consumer_opening:
-                if self._consumer is not None:
-                    return self._consumer
-                try:
-                    self._consumer = await self._open_connection()
-                except (*_TRANSIENT, AMQPError) as exc:
-                    failure: BaseException = exc
-                else:
-                    _metrics.count_reconnects(self._consumer, "consumer")
-                    return self._consumer
-            what = f"opening a consuming connection to {self._where}"
-            await pause(backoff, logger, what, failure, stop=self._closing)
-        return None
 
     async def _open_connection(self) -> AbstractRobustConnection:
         # aio-pika's reconnect interval is one fixed number: `Reconnection` turns it into a
@@ -152,9 +135,14 @@ class AmqpBroker(Broker):
                 logger.debug("closing a RabbitMQ connection: %r", exc)
 
     async def ping(self) -> bool:
-        if self._publisher is None or not self._publisher.connected.is_set():
-            return False
-        return self._consumer is None or self._consumer.connected.is_set()
+        connections = (
+            (self._publisher,) if self._publish_only else (self._publisher, self._consumer)
+        )
+        return all(c is not None and c.connected.is_set() for c in connections)
+
+    def _require_consuming(self) -> None:
+        if self._publish_only:
+            raise errors.LifecycleError("this AMQP broker was made to publish only")
 
     def _require_channel(self) -> AbstractChannel:
         if self._channel is None:
@@ -232,7 +220,8 @@ class AmqpBroker(Broker):
         _metrics.PUBLISHED.labels("amqp", exchange).inc()
 
     async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
-        connection = await self._consumer_connection()
+        self._require_consuming()
+        connection = self._consumer
         backoff = Backoff(base_s=_RETRY_FIRST_S, cap_s=_RETRY_MAX_S)
         while connection is not None and self._consumer is connection:
             session: _Session | None = None
@@ -284,7 +273,8 @@ class AmqpBroker(Broker):
         self, exchange: str, routing_keys: Sequence[str]
     ) -> AsyncIterator[Delivery]:
         backoff = Backoff(base_s=_RETRY_FIRST_S, cap_s=_RETRY_MAX_S)
-        while (connection := await self._consumer_connection()) is not None:
+        self._require_consuming()
+        while (connection := self._consumer) is not None:
             try:
                 async for delivery in _subscription(connection, exchange, routing_keys):
                     backoff.reset()

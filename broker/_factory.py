@@ -8,8 +8,11 @@ from ._base import Broker
 CLUSTER_HINT = 'pip install "tideflow[cluster]"'
 
 
-def create_broker(url: str) -> Broker:
+def create_broker(url: str, *, publish_only: bool = False) -> Broker:
     """The broker for a URL: `memory://` or `amqp://user:pass@host:port/vhost`.
+
+    `publish_only`: a producer's broker (a `Client`), which never consumes: over AMQP it holds
+    one connection instead of two.
 
     Raises:
         ConfigError: the URL names no known broker, or AMQP without the `cluster` extra.
@@ -28,7 +31,7 @@ def create_broker(url: str) -> Broker:
             raise errors.ConfigError(
                 f"TIDEFLOW_BROKER_URL: RabbitMQ needs the cluster extra: {CLUSTER_HINT} ({missing})"
             ) from exc
-        return AmqpBroker(url)
+        return AmqpBroker(url, publish_only=publish_only)
     raise errors.ConfigError(
         f"TIDEFLOW_BROKER_URL: {mask_url(url)!r} is neither memory:// nor amqp://"
     )

@@ -359,7 +359,7 @@ class _Connection:
             if self._broker is None:
                 from tideflow.broker import create_broker
 
-                broker = create_broker(self.url)
+                broker = create_broker(self.url, publish_only=True)
                 try:
                     await broker.connect()
                 except BaseException:

@@ -252,7 +252,7 @@ class Realtime:
             self._broker, self._broker_loop, self._broker_lock = None, loop, asyncio.Lock()
         async with self._broker_lock:
             if self._broker is None:
-                broker = create_broker(self._broker_url)
+                broker = create_broker(self._broker_url, publish_only=True)
                 await broker.connect()
                 self._broker = broker
         body = json.dumps(message).encode()
