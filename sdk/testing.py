@@ -58,6 +58,8 @@ class Engine:
             "TIDEFLOW_DATABASE_URL": "sqlite://:memory:",
             "TIDEFLOW_RETRY_BACKOFF_BASE_MS": "20",
             "TIDEFLOW_LEASE_S": "5",
+            # A test engine stops at once: steps still running at its exit are abandoned.
+            "TIDEFLOW_SHUTDOWN_GRACE_S": "1",
         }
         self.settings = Settings.from_env({**defaults, **(environ or {})})
         self._clients = [app] if isinstance(app, Client) else []
