@@ -38,6 +38,7 @@ class Options:
     celery_concurrency: int | None
     dbos_polling_s: float
     profile: bool = False
+    tideflow_buffered_steps: int | None = None
 
 
 @dataclasses.dataclass

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import tideflow
 
-client = tideflow.Client(app_id="bench")
+# `bench/run.py --tideflow-buffered-steps N`: how many finished steps a worker buffers per write.
+BUFFERED_STEPS_VARIABLE = "BENCH_BUFFERED_STEPS"
+_buffered = int(os.environ.get(BUFFERED_STEPS_VARIABLE) or 1)
+
+client = tideflow.Client(
+    app_id="bench", checkpointing=tideflow.Checkpointing(buffered_steps=_buffered)
+)
 
 ONE_EVENT = "bench/one"
 TEN_EVENT = "bench/ten"

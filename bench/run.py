@@ -257,6 +257,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]
         "--phase-timeout", type=float, default=120.0, help="give up on a phase after this"
     )
     parser.add_argument("--tideflow-ingest", choices=("amqp", "http"), default="amqp")
+    parser.add_argument(
+        "--tideflow-buffered-steps",
+        type=int,
+        default=None,
+        help="the bench functions' Checkpointing(buffered_steps=N) (default: the default, 1)",
+    )
     parser.add_argument("--celery-pool", choices=("prefork", "threads"), default="prefork")
     parser.add_argument(
         "--celery-concurrency", type=int, help="default: 2 (prefork) or --concurrency"
@@ -286,6 +292,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]
         profile=args.profile,
         pg_settle=args.pg_settle if args.pg_settle is not None else (0.0 if args.quick else 11.0),
         tideflow_ingest=args.tideflow_ingest,
+        tideflow_buffered_steps=args.tideflow_buffered_steps,
         celery_pool=args.celery_pool,
         celery_concurrency=args.celery_concurrency,
         dbos_polling_s=args.dbos_polling,

@@ -26,7 +26,7 @@ from _harness import (
     wait_until,
 )
 from _system import Options, System
-from bench_app import ONE_EVENT, TEN_EVENT
+from bench_app import BUFFERED_STEPS_VARIABLE, ONE_EVENT, TEN_EVENT
 
 EVENTS = {"one": ONE_EVENT, "ten": TEN_EVENT}
 FUNCTIONS = {"one": "bench-one", "ten": "bench-ten"}
@@ -55,6 +55,7 @@ class TideflowSystem(System):
     def __init__(self, options: Options) -> None:
         super().__init__(options)
         self.ingest = options.tideflow_ingest
+        self.buffered_steps = options.tideflow_buffered_steps
         self.concurrency = options.concurrency
         self.description = (
             f"tideflow cluster: api, scheduler, worker --concurrency {self.concurrency}; "
@@ -68,6 +69,7 @@ class TideflowSystem(System):
             "TIDEFLOW_DATABASE_URL": pg_url(self.database),
             "TIDEFLOW_BROKER_URL": amqp_url(self.vhost),
             "TIDEFLOW_LOG_LEVEL": "WARNING",
+            BUFFERED_STEPS_VARIABLE: str(self.buffered_steps or ""),
         }
 
     def start(self) -> None:
@@ -78,6 +80,7 @@ class TideflowSystem(System):
             "processes": ["api", "scheduler", "worker"],
             "worker_concurrency": self.concurrency,
             "ingest": self.ingest,
+            "checkpointing_buffered_steps": self.buffered_steps or 1,
         }
         self.procs.env.update(self.env())
         self.procs.run("migrate", [tideflow, "migrate"], timeout=60)
