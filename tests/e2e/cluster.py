@@ -74,6 +74,7 @@ class Cluster:
         }
         self.port = free_port()
         self.processes: list[Process] = []
+        self.metrics_ports: dict[str, int] = {}
         self.schedulers: list[Process] = []
         self.workers: list[Process] = []
         self.api = Api(self.port)
@@ -93,9 +94,21 @@ class Cluster:
         return {**os.environ, **self.env}
 
     def _start(self, args: list[str], name: str) -> Process:
-        process = Process(args, cwd=self.dir, env=self.env, name=name)
+        # Each process serves its Prometheus metrics on a port of its own.
+        port = free_port()
+        env = {**self.env, "TIDEFLOW_METRICS_PORT": str(port)}
+        process = Process(args, cwd=self.dir, env=env, name=name)
+        self.metrics_ports[name] = port
         self.processes.append(process)
         return process
+
+    def metric(self, name: str, sample: str) -> float:
+        """The sum of a process's samples of a metric (`sample` is its name with labels, as
+        the text format prints it, or a prefix of that)."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_ports[name]}/metrics", timeout=10).text
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample)
+        )
 
     def start(self, *, schedulers: int = 2, workers: int = 2) -> None:
         self.migrate()

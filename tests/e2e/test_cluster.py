@@ -140,6 +140,8 @@ def test_a_worker_killed_mid_step_loses_its_job_to_another_worker(cluster: Clust
     runs = cluster.wait_for_all([event_id], timeout_s=60)
 
     assert runs[event_id]["status"] == "Completed"
+    # The lapsed lease was seen, and the job dispatched again, by the scheduler.
+    assert cluster.metric("scheduler-0", "tideflow_scheduler_jobs_redispatched_total") >= 1
     attempts = [
         x.split() for x in log.read_text().splitlines() if x.startswith(f"{run['run_id']} a")
     ]
@@ -174,6 +176,9 @@ def test_rabbitmq_restarted_under_load_loses_nothing(cluster: Cluster) -> None:
     runs = cluster.wait_for_all(ids, timeout_s=120)
 
     assert_every_run_completed_once(cluster, ids, runs)
+    # Every process saw its connections re-opened, and counted it.
+    for process in ("scheduler-0", "scheduler-1", "worker-0", "worker-1"):
+        assert cluster.metric(process, "tideflow_broker_reconnects_total{") > 0, process
 
 
 def test_postgres_restarted_under_load_loses_nothing(cluster: Cluster) -> None:
