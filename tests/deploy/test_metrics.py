@@ -75,6 +75,13 @@ def test_tideflow_dev_serves_every_metric_and_the_load_moves_them(tmp_path: path
         eventually(api.healthy, what="tideflow dev to answer")
         events = [{"name": "load/order", "data": {"n": n, "flaky": n == 0}} for n in range(6)]
         ids = api.send(*events, {"name": "load/refund", "data": {"n": 0}})
+        # The gauge of jobs in flight rises while their steps (0.3 s each) execute.
+        eventually(
+            lambda: _samples(api).get(("tideflow_worker_jobs_in_flight", ()), 0) > 0,
+            timeout_s=20,
+            interval_s=0.05,
+            what="a job in flight",
+        )
         assert api.http.post("/e/test", content=b"{not json").status_code == 400
         assert api.http.post("/e/test", json={"data": {}}).status_code == 400
         waiting = api.send({"name": "load/order", "data": {"n": 99, "wait": True}})[0]
