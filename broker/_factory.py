@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 from tideflow import errors
+from tideflow._core.extras import missing_cluster_extra
 from tideflow._core.urls import mask_url
 
 from ._base import Broker
-
-CLUSTER_HINT = 'pip install "tideflow[cluster]"'
 
 
 def create_broker(url: str, *, publish_only: bool = False) -> Broker:
@@ -25,11 +24,8 @@ def create_broker(url: str, *, publish_only: bool = False) -> Broker:
         try:
             from ._amqp import AmqpBroker
         except ImportError as exc:
-            if (exc.name or "").startswith("tideflow"):
-                raise  # our own bug, not a missing driver
-            missing = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise errors.ConfigError(
-                f"TIDEFLOW_BROKER_URL: RabbitMQ needs the cluster extra: {CLUSTER_HINT} ({missing})"
+            raise missing_cluster_extra(
+                exc, variable="TIDEFLOW_BROKER_URL", what="RabbitMQ"
             ) from exc
         return AmqpBroker(url, publish_only=publish_only)
     raise errors.ConfigError(

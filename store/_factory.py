@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 from tideflow import errors
+from tideflow._core.extras import missing_cluster_extra
 from tideflow._core.urls import mask_url
 
 from ._base import Store
-
-CLUSTER_HINT = 'pip install "tideflow[cluster]"'
 
 
 def create_store(url: str) -> Store:
@@ -25,12 +24,8 @@ def create_store(url: str) -> Store:
         try:
             from ._postgres import PostgresStore
         except ImportError as exc:
-            if (exc.name or "").startswith("tideflow"):
-                raise  # our own bug, not a missing driver
-            missing = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise errors.ConfigError(
-                "TIDEFLOW_DATABASE_URL: PostgreSQL needs the cluster extra: "
-                f"{CLUSTER_HINT} ({missing})"
+            raise missing_cluster_extra(
+                exc, variable="TIDEFLOW_DATABASE_URL", what="PostgreSQL"
             ) from exc
         return PostgresStore(url)
     raise errors.ConfigError(
