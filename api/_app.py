@@ -19,7 +19,7 @@ from tideflow import _event as ev
 from tideflow._core import system_events
 from tideflow._core.ids import new_id
 from tideflow._core.protocol import ErrorInfo
-from tideflow.broker import Broker, Dispatcher, Seal, publish_events
+from tideflow.broker import Broker, Dispatcher, Seal
 from tideflow.store import Store, heartbeat
 from tideflow.store import metrics as store_metrics
 from tideflow.store import models as m
@@ -67,12 +67,7 @@ class Api:
         """Stores validated event records, then announces them; returns their ids."""
         now = _now_ms()
         events = [m.EventRecord.from_wire(item, now) for item in records]
-        await self._store.insert_events(events)
-        try:
-            await publish_events(self._broker, [event.wire() for event in events])
-        except errors.BrokerError as exc:
-            # The events are stored: the scheduler's sweeper picks them up.
-            logger.warning("events stored but not announced: %s", exc)
+        await self.rest.announce(events)
         return [event.internal_id for event in events]
 
     async def send_events(self, request: Request) -> Response:
