@@ -191,16 +191,8 @@ class AmqpBroker(Broker):
                     if failed and self._channel is not channel:
                         raise errors.BrokerConnectionError("the AMQP broker was closed")
                     if failed:
-                        delay = backoff.next_delay()
-                        logger.log(
-                            logging.WARNING if backoff.should_warn() else logging.DEBUG,
-                            "publishing to %s failed (attempt %d: %r); again in %.1fs",
-                            self._where,
-                            backoff.attempt,
-                            failed[0][1],
-                            delay,
-                        )
-                        await asyncio.sleep(delay)
+                        what = f"publishing to {self._where}"
+                        await pause(backoff, logger, what, failed[0][1])
                     pending = [item for item, _ in failed]
         except TimeoutError as exc:
             raise errors.BrokerConnectionError(

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from tideflow import Settings, errors
-from tideflow._core.backoff import Backoff, pause, should_warn
+from tideflow._core.backoff import Backoff, log_failure, pause
 from tideflow._core.ids import new_id
 from tideflow._core.protocol import ErrorInfo
 from tideflow.broker import Broker, Delivery, Dispatcher, OutcomeMessage, Seal, topology
@@ -273,8 +273,7 @@ class Scheduler:
                 failures = 0
             except errors.StoreError as exc:
                 failures += 1
-                level = logging.WARNING if should_warn(failures) else logging.DEBUG
-                logger.log(level, "sweeping failed %d times in a row: %s", failures, exc)
+                log_failure(logger, "sweeping", failures, exc)
             except Exception:  # the loop must outlive any one sweep
                 logger.exception("sweeping failed")
 
@@ -304,8 +303,5 @@ class Scheduler:
                 failures = 0
             except errors.StoreError as exc:
                 failures += 1
-                level = logging.WARNING if should_warn(failures) else logging.DEBUG
-                logger.log(
-                    level, "reading the registry failed %d times in a row: %s", failures, exc
-                )
+                log_failure(logger, "reading the registry", failures, exc)
             await asyncio.sleep(self._registry_refresh_s)

@@ -125,6 +125,21 @@ class Backoff:
         return delay
 
 
+def log_failure(
+    logger: logging.Logger,
+    what: str,
+    attempt: int,
+    exc: BaseException,
+    *,
+    then: str = "",
+    warn_every: int = 64,
+) -> None:
+    """Logs failure number `attempt` in a row of `what`, followed by `then`: a warning only
+    now and then (see `should_warn`), a debug line otherwise."""
+    level = logging.WARNING if should_warn(attempt, warn_every=warn_every) else logging.DEBUG
+    logger.log(level, "%s failed (attempt %d: %s)%s", what, attempt, exc, then)
+
+
 async def pause(
     backoff: Backoff,
     logger: logging.Logger,
@@ -133,12 +148,16 @@ async def pause(
     *,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Counts a failure of `what`, logs it (a warning only now and then, see `should_warn`),
-    and waits out the backoff's delay, or until `stop` is set."""
+    """Counts a failure of `what`, logs it (`log_failure`), and waits out the backoff's
+    delay, or until `stop` is set."""
     delay = backoff.next_delay()
-    level = logging.WARNING if backoff.should_warn() else logging.DEBUG
-    logger.log(
-        level, "%s failed (attempt %d: %s); again in %.1fs", what, backoff.attempt, exc, delay
+    log_failure(
+        logger,
+        what,
+        backoff.attempt,
+        exc,
+        then=f"; again in {delay:.1f}s",
+        warn_every=backoff.warn_every,
     )
     if stop is None:
         await asyncio.sleep(delay)
