@@ -11,6 +11,15 @@ from tideflow._core.cron import parse_cron
 from tideflow._core.expressions import Expression, compile_expression
 from tideflow.store import Store
 
+from .flow import batching as batching_rule
+from .flow import concurrency as concurrency_rule
+from .flow import debounce as debounce_rule
+from .flow import idempotency as idempotency_rule
+from .flow import priority as priority_rule
+from .flow import rate_limit as rate_limit_rule
+from .flow import singleton as singleton_rule
+from .flow import throttle as throttle_rule
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +46,14 @@ class FunctionSpec:
     retries: int
     triggers: tuple[EventTrigger, ...]
     crons: tuple[str, ...]
+    concurrency: tuple[concurrency_rule.Constraint, ...] = ()
+    priority: priority_rule.Spec | None = None
+    throttle: throttle_rule.Spec | None = None
+    rate_limit: rate_limit_rule.Spec | None = None
+    debounce: debounce_rule.Spec | None = None
+    singleton: singleton_rule.Spec | None = None
+    idempotency: idempotency_rule.Spec | None = None
+    batch_events: batching_rule.Spec | None = None
 
 
 class Registry:
@@ -101,4 +118,12 @@ def _spec(config: dict[str, Any]) -> FunctionSpec:
         retries=int(config.get("retries", 4)),
         triggers=tuple(triggers),
         crons=tuple(crons),
+        concurrency=concurrency_rule.parse(config.get("concurrency")),
+        priority=priority_rule.parse(config.get("priority")),
+        throttle=throttle_rule.parse(config.get("throttle")),
+        rate_limit=rate_limit_rule.parse(config.get("rate_limit")),
+        debounce=debounce_rule.parse(config.get("debounce")),
+        singleton=singleton_rule.parse(config.get("singleton")),
+        idempotency=idempotency_rule.parse(config.get("idempotency")),
+        batch_events=batching_rule.parse(config.get("batch_events")),
     )

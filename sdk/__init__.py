@@ -11,6 +11,17 @@ from ._client import Client
 from ._context import Context, Group, Step, SyncContext, SyncGroup, SyncStep
 from ._dependencies import Dependencies
 from ._event import Event
+from ._flow_control import (
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+)
 from ._function import Function
 from ._middleware import (
     Middleware,
@@ -33,10 +44,14 @@ JSON = Any
 
 __all__ = [
     "JSON",
+    "Batch",
+    "Cancel",
     "Checkpointing",
     "Client",
+    "Concurrency",
     "Context",
     "ContextSync",
+    "Debounce",
     "Dependencies",
     "Event",
     "Function",
@@ -44,10 +59,13 @@ __all__ = [
     "Middleware",
     "MiddlewareSync",
     "NonRetriableError",
+    "Priority",
+    "RateLimit",
     "RawRequest",
     "RetryAfterError",
     "SendEventsResult",
     "Settings",
+    "Singleton",
     "Step",
     "StepError",
     "StepInfo",
@@ -58,7 +76,9 @@ __all__ = [
     "SyncContext",
     "SyncGroup",
     "SyncStep",
+    "Throttle",
     "TideflowError",
+    "Timeouts",
     "TransformOutputResult",
     "TriggerCron",
     "TriggerEvent",

@@ -18,6 +18,18 @@ from ._checkpointing import Checkpointing
 from ._core import realtime as rt
 from ._core.ids import new_id
 from ._event import Event, parse_events
+from ._flow_control import (
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    FlowControl,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+)
 from ._function import Function, Handler, make_function
 from ._middleware import Chain, MiddlewareFactory, send_through
 from ._realtime import Channel, Realtime, Subscription, Topic
@@ -106,14 +118,36 @@ class Client:
         name: str | None = None,
         retries: int = 4,
         on_failure: Handler | None = None,
-        checkpointing: Checkpointing | bool | None = None,
+        concurrency: int | Concurrency | Sequence[Concurrency] | None = None,
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        priority: Priority | None = None,
+        singleton: Singleton | None = None,
+        idempotency: str | None = None,
+        batch_events: Batch | None = None,
+        cancel: Cancel | Sequence[Cancel] | None = None,
+        timeouts: Timeouts | None = None,
         middleware: Sequence[MiddlewareFactory] | None = None,
+        checkpointing: Checkpointing | bool | None = None,
     ) -> Callable[[Handler], Function]:
         """Decorates a handler `(ctx) -> result` as a durable `Function` of this app.
 
         `middleware` runs after the client's, in the order given (see `tideflow.Middleware`).
         """
         own_middleware = _checked_middleware(middleware, where=fn_id)
+        flow_control = FlowControl(
+            concurrency=concurrency,
+            throttle=throttle,
+            rate_limit=rate_limit,
+            debounce=debounce,
+            priority=priority,
+            singleton=singleton,
+            idempotency=idempotency,
+            batch_events=batch_events,
+            cancel=cancel,
+            timeouts=timeouts,
+        )
 
         def decorate(handler: Handler) -> Function:
             function = make_function(
@@ -125,6 +159,7 @@ class Client:
                 retries=retries,
                 on_failure=on_failure,
                 checkpointing=self.checkpointing if checkpointing is None else checkpointing,
+                flow_control=flow_control,
             )
             taken = {existing.id for existing in self.functions}
             for item in function.with_companions():

@@ -13,6 +13,7 @@ from ._checkpointing import DEFAULT as DEFAULT_CHECKPOINTING
 from ._checkpointing import Checkpointing
 from ._checkpointing import resolve as resolve_checkpointing
 from ._core.system_events import FAILED_EVENT
+from ._flow_control import FlowControl, flow_control_config
 from ._triggers import Trigger, TriggerCron, TriggerEvent
 from ._types import is_name
 
@@ -44,6 +45,7 @@ class Function:
         retries: int,
         on_failure: Handler | None,
         checkpointing: Checkpointing | None = DEFAULT_CHECKPOINTING,
+        flow_control: dict[str, Any] | None = None,
     ) -> None:
         self.app_id = app_id
         self.fn_id = fn_id
@@ -54,6 +56,8 @@ class Function:
         self.retries = retries
         self.checkpointing = checkpointing
         """None: every job runs one step (or parallel group) and hands the run back."""
+        self.flow_control = flow_control or {}
+        """The checked flow-control options, as the scheduler reads them."""
         self.is_async = inspect.iscoroutinefunction(handler)
         self.schemas: dict[str, type[pydantic.BaseModel]] = {}
         self.logger = logging.getLogger(f"tideflow.app.{app_id}")
@@ -102,6 +106,7 @@ class Function:
             "name": self.name,
             "retries": self.retries,
             "triggers": [trigger.to_config() for trigger in self.triggers],
+            **self.flow_control,
         }
 
 
@@ -115,6 +120,7 @@ def make_function(
     retries: int,
     on_failure: Handler | None,
     checkpointing: Checkpointing | bool | None = None,
+    flow_control: FlowControl | None = None,
 ) -> Function:
     if not is_name(fn_id) or not _ID.match(fn_id):
         raise errors.ConfigError(
@@ -138,6 +144,7 @@ def make_function(
         retries=retries,
         on_failure=on_failure,
         checkpointing=resolve_checkpointing(checkpointing, where=fn_id),
+        flow_control=flow_control_config(fn_id, flow_control or FlowControl()),
     )
 
 

@@ -1,0 +1,309 @@
+"""Flow-control options of `create_function`: what users write, and its checked JSON form.
+
+The option classes hold what the user gave; `flow_control_config` checks them all at once, when
+the function is defined, so that every error names the function and the option (the classes on
+their own do not know which function they belong to).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from . import errors
+from ._core.durations import to_ms
+from ._core.expressions import compile_expression
+
+Duration = datetime.timedelta | int | str
+
+MAX_CONCURRENCY_CONSTRAINTS = 2
+MAX_CANCELS = 5
+MAX_PRIORITY_S = 600
+MAX_BATCH_SIZE = 100
+_SECOND = 1000
+_MINUTE = 60 * _SECOND
+_DAY = 24 * 60 * _MINUTE
+_WEEK = 7 * _DAY
+SCOPES = ("fn", "env", "account")
+SINGLETON_MODES = ("skip", "cancel")
+
+
+@dataclasses.dataclass(frozen=True)
+class Concurrency:
+    """At most `limit` steps of this function executing at once, per value of the CEL `key`
+    over `event`; `scope` shares the limit with other functions (`env`, `account`)."""
+
+    limit: int
+    key: str | None = None
+    scope: Literal["fn", "env", "account"] = "fn"
+
+
+@dataclasses.dataclass(frozen=True)
+class Throttle:
+    """GCRA on run starts: `limit` per `period` per `key`, `burst` back to back; excess waits."""
+
+    limit: int
+    period: Duration
+    key: str | None = None
+    burst: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimit:
+    """At most `limit` runs per `period` per `key`; events beyond it start no run."""
+
+    limit: int
+    period: Duration
+    key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Debounce:
+    """Starts one run `period` after the last event of a burst (per `key`), with that event;
+    `timeout` caps the delay from the burst's first event."""
+
+    period: Duration
+    key: str | None = None
+    timeout: Duration | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Priority:
+    """`run`: a CEL expression over `event` giving -600..600, the seconds a run jumps ahead."""
+
+    run: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Singleton:
+    """One run at a time per `key`: `skip` starts no new run while one runs, `cancel` cancels
+    the running one for the new one."""
+
+    key: str | None = None
+    mode: Literal["skip", "cancel"] = "skip"
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Up to `max_size` events per run, started when full or `timeout` after the first; one
+    batch per `key`; events for which `if_exp` is false start runs of their own."""
+
+    max_size: int
+    timeout: Duration
+    key: str | None = None
+    if_exp: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancel:
+    """Cancels a run when an `event` arrives for which `if_exp` (over `event` and `async`) is
+    true, within `timeout` of the run's start."""
+
+    event: str
+    if_exp: str | None = None
+    timeout: Duration | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """`start`: cancel a run whose first step has not started this long after its event;
+    `finish`: cancel a run not finished this long after its first step started."""
+
+    start: Duration | None = None
+    finish: Duration | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowControl:
+    """Every flow-control option as given to `create_function` (None: not set)."""
+
+    concurrency: int | Concurrency | Sequence[Concurrency] | None = None
+    throttle: Throttle | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
+    priority: Priority | None = None
+    singleton: Singleton | None = None
+    idempotency: str | None = None
+    batch_events: Batch | None = None
+    cancel: Cancel | Sequence[Cancel] | None = None
+    timeouts: Timeouts | None = None
+
+
+_NOT_YET = (
+    "concurrency",
+    "throttle",
+    "rate_limit",
+    "debounce",
+    "priority",
+    "singleton",
+    "idempotency",
+    "batch_events",
+    "cancel",
+    "timeouts",
+)
+"""Options of the contract that the engine does not apply yet: refused, never ignored."""
+
+_NOT_WITH_BATCHING = ("rate_limit", "idempotency", "debounce", "priority", "singleton", "cancel")
+"""As Inngest: a batch's run has no single event for these options to key or match on."""
+
+
+def flow_control_config(fn_id: str, options: FlowControl) -> dict[str, Any]:
+    """The options as the JSON the scheduler reads; ConfigError names the function and option."""
+    check = _Checker(fn_id)
+    for name in _NOT_YET:
+        if getattr(options, name) is not None:
+            raise errors.ConfigError(f"{fn_id}: {name} is not supported by this engine yet")
+    if options.batch_events is not None:
+        clashing = [name for name in _NOT_WITH_BATCHING if getattr(options, name) is not None]
+        if clashing:
+            raise errors.ConfigError(
+                f"{fn_id}: batch_events cannot be combined with {', '.join(clashing)}"
+            )
+    config: dict[str, Any] = {}
+    for name in _CHECKED:
+        value = getattr(options, name)
+        if value is not None:
+            config[name] = getattr(check, name)(value)
+    return config
+
+
+_CHECKED = (
+    "concurrency",
+    "throttle",
+    "rate_limit",
+    "debounce",
+    "priority",
+    "singleton",
+    "idempotency",
+    "batch_events",
+)
+"""Options checked by the `_Checker` method of the same name."""
+
+
+class _Checker:
+    def __init__(self, fn_id: str) -> None:
+        self.fn_id = fn_id
+
+    def fail(self, option: str, message: str) -> errors.ConfigError:
+        return errors.ConfigError(f"{self.fn_id}: {option} {message}")
+
+    def instance(self, option: str, value: object, kind: type) -> None:
+        if not isinstance(value, kind):
+            raise self.fail(option, f"must be a tideflow.{kind.__name__}, got {value!r}")
+
+    def count(self, option: str, value: object, minimum: int, maximum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise self.fail(option, f"must be an int in {minimum}..{maximum}, got {value!r}")
+        return value
+
+    def duration(self, option: str, value: object, minimum_ms: int, maximum_ms: int) -> int:
+        try:
+            ms = to_ms(value, field=f"{self.fn_id}: {option}")  # type: ignore[arg-type]
+        except errors.ConfigError:
+            raise
+        if not minimum_ms <= ms <= maximum_ms:
+            raise self.fail(
+                option,
+                f"must be between {_text(minimum_ms)} and {_text(maximum_ms)}, got {value!r}",
+            )
+        return ms
+
+    def expression(self, option: str, text: object) -> str:
+        if not isinstance(text, str):
+            raise self.fail(option, f"must be a CEL expression string, got {text!r}")
+        try:
+            compile_expression(text)
+        except errors.ExpressionError as exc:
+            raise errors.ExpressionError(text, f"{self.fn_id}: {option}: {exc.reason}") from exc
+        return text
+
+    def key(self, option: str, text: object) -> str | None:
+        return None if text is None else self.expression(f"{option}.key", text)
+
+    def concurrency(self, value: object) -> list[dict[str, Any]]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = Concurrency(limit=value)
+        constraints = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not 1 <= len(constraints) <= MAX_CONCURRENCY_CONSTRAINTS:
+            raise self.fail(
+                "concurrency",
+                f"takes 1 to {MAX_CONCURRENCY_CONSTRAINTS} constraints, got {len(constraints)}",
+            )
+        checked = []
+        for constraint in constraints:
+            self.instance("concurrency", constraint, Concurrency)
+            assert isinstance(constraint, Concurrency)
+            if constraint.scope not in SCOPES:
+                raise self.fail(
+                    "concurrency.scope", f"must be one of {SCOPES}, got {constraint.scope!r}"
+                )
+            checked.append(
+                {
+                    "limit": self.count("concurrency.limit", constraint.limit, 1, 100_000),
+                    "key": self.key("concurrency", constraint.key),
+                    "scope": constraint.scope,
+                }
+            )
+        return checked
+
+    def throttle(self, value: Throttle) -> dict[str, Any]:
+        self.instance("throttle", value, Throttle)
+        return {
+            "limit": self.count("throttle.limit", value.limit, 1, 100_000),
+            "period_ms": self.duration("throttle.period", value.period, _SECOND, _WEEK),
+            "key": self.key("throttle", value.key),
+            "burst": self.count("throttle.burst", value.burst, 1, 100_000),
+        }
+
+    def rate_limit(self, value: RateLimit) -> dict[str, Any]:
+        self.instance("rate_limit", value, RateLimit)
+        return {
+            "limit": self.count("rate_limit.limit", value.limit, 1, 100_000),
+            "period_ms": self.duration("rate_limit.period", value.period, _SECOND, _MINUTE),
+            "key": self.key("rate_limit", value.key),
+        }
+
+    def debounce(self, value: Debounce) -> dict[str, Any]:
+        self.instance("debounce", value, Debounce)
+        period = self.duration("debounce.period", value.period, _SECOND, _WEEK)
+        timeout = None
+        if value.timeout is not None:
+            timeout = self.duration("debounce.timeout", value.timeout, period, _WEEK)
+        return {"period_ms": period, "key": self.key("debounce", value.key), "timeout_ms": timeout}
+
+    def priority(self, value: Priority) -> dict[str, Any]:
+        self.instance("priority", value, Priority)
+        return {"run": self.expression("priority.run", value.run)}
+
+    def singleton(self, value: Singleton) -> dict[str, Any]:
+        self.instance("singleton", value, Singleton)
+        if value.mode not in SINGLETON_MODES:
+            raise self.fail(
+                "singleton.mode", f"must be one of {SINGLETON_MODES}, got {value.mode!r}"
+            )
+        return {"key": self.key("singleton", value.key), "mode": value.mode}
+
+    def idempotency(self, text: str) -> str:
+        return self.expression("idempotency", text)
+
+    def batch_events(self, value: Batch) -> dict[str, Any]:
+        self.instance("batch_events", value, Batch)
+        return {
+            "max_size": self.count("batch_events.max_size", value.max_size, 1, MAX_BATCH_SIZE),
+            "timeout_ms": self.duration("batch_events.timeout", value.timeout, _SECOND, _MINUTE),
+            "key": self.key("batch_events", value.key),
+            "if_exp": (
+                None
+                if value.if_exp is None
+                else self.expression("batch_events.if_exp", value.if_exp)
+            ),
+        }
+
+
+def _text(ms: int) -> str:
+    for unit, size in (("d", _DAY), ("m", _MINUTE), ("s", _SECOND)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
