@@ -14,6 +14,7 @@ from tideflow._core.protocol import ErrorInfo
 from tideflow.store import models as m
 
 from . import _backoff as backoff
+from . import _holding as holding
 from . import _system_events as system_events
 from ._registry import Registry
 
@@ -29,15 +30,14 @@ def plan_event(
         for spec in registry.matching(event.name, payload):
             if _is_about_itself(event, spec.function_id):
                 continue
-            changes.append(
-                m.CreateRun(
-                    run_id=derived_id(event.internal_id, spec.function_id),
-                    function_id=spec.function_id,
-                    app_id=spec.app_id,
-                    event_id=event.internal_id,
-                    events=[payload],
-                )
+            run = m.CreateRun(
+                run_id=derived_id(event.internal_id, spec.function_id),
+                function_id=spec.function_id,
+                app_id=spec.app_id,
+                event_id=event.internal_id,
+                events=[payload],
             )
+            changes.append(holding.hold(run, spec, payload))
     for wait in waits:
         if wait.event_name != event.name:
             continue
@@ -220,6 +220,8 @@ def plan_timer(timer: m.TimerRecord, registry: Registry, now: int) -> list[m.Cha
         return [m.Dispatch(timer.run_id, int(timer.payload.get("attempt", 0)))]
     if timer.kind == m.TIMER_CRON:
         return _cron_tick(timer, registry, now)
+    if timer.kind in (m.TIMER_DEBOUNCE, m.TIMER_BATCH):
+        return holding.on_timer(timer, registry)
     raise ValueError(f"unknown timer kind {timer.kind!r}")
 
 

@@ -135,11 +135,9 @@ _NOT_YET = (
     "concurrency",
     "throttle",
     "rate_limit",
-    "debounce",
     "priority",
     "singleton",
     "idempotency",
-    "batch_events",
     "cancel",
     "timeouts",
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Protocol
 
 from tideflow._core import protocol
 from tideflow._core.protocol import ErrorInfo
@@ -20,6 +20,8 @@ STEP_RUNNING, STEP_WAITING = "Running", "Waiting"
 
 WAIT_EVENT, WAIT_SIGNAL, WAIT_INVOKE = "event", "signal", "invoke"
 TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
+TIMER_DEBOUNCE, TIMER_BATCH = "debounce", "batch"
+"""Hold timers: `run_id` carries the function id and `step_hash` the key value."""
 
 
 @dataclasses.dataclass
@@ -306,8 +308,93 @@ class AddTimer:
     timer: TimerRecord
 
 
+# Holds: events kept before their run exists (debounce, batching), per function and key value.
+
+
+@dataclasses.dataclass(frozen=True)
+class Burst:
+    """A debounced burst: its latest event (the one its run will get), when its first event
+    came, when its run is due."""
+
+    event_id: str
+    first_at: int
+    due_at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenBatch:
+    """A batch being filled: its first event (the run's `event_id`), how many events it holds,
+    when it opened, when its run is due even if not full."""
+
+    event_id: str
+    size: int
+    first_at: int
+    due_at: int
+
+
+class DebounceRule(Protocol):
+    def on_event(self, burst: Burst | None, event_id: str, now: int) -> Burst:
+        """The burst once `event_id` has arrived (None: no burst open)."""
+        ...
+
+
+class BatchRule(Protocol):
+    def on_event(self, batch: OpenBatch | None, event_id: str, now: int) -> OpenBatch:
+        """The batch once `event_id` is added to it (None: no batch open)."""
+        ...
+
+    def is_full(self, batch: OpenBatch) -> bool: ...
+
+
+@dataclasses.dataclass
+class HoldDebounced:
+    """Makes `event_id` the latest event of its key's burst; `rule` (decided from the burst
+    read and locked in the same transaction) moves the burst's timer."""
+
+    function_id: str
+    app_id: str
+    key: str
+    event_id: str
+    rule: DebounceRule
+
+
+@dataclasses.dataclass
+class AddToBatch:
+    """Adds `event_id` to its key's open batch; a batch that `rule` finds full starts its run."""
+
+    function_id: str
+    app_id: str
+    key: str
+    event_id: str
+    rule: BatchRule
+
+
+@dataclasses.dataclass
+class StartHeld:
+    """A hold timer fired: starts the run of the key's burst or batch if it is due (else
+    re-arms the timer at its due time; nothing if it has started already)."""
+
+    kind: str
+    """TIMER_DEBOUNCE or TIMER_BATCH."""
+    function_id: str
+    app_id: str
+    key: str
+
+
+HOLDS = (HoldDebounced, AddToBatch, StartHeld)
+
 Change = (
-    CreateRun | ResolveStep | AddWait | ScheduleRetry | Dispatch | FinishRun | AddEvents | AddTimer
+    CreateRun
+    | ResolveStep
+    | AddWait
+    | ScheduleRetry
+    | Dispatch
+    | FinishRun
+    | AddEvents
+    | AddTimer
+    | HoldDebounced
+    | AddToBatch
+    | StartHeld
 )
 
 

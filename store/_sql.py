@@ -7,7 +7,9 @@ each other but never deadlock:
 1. runs: the rows of every run the transaction changes, all at once, sorted by run id
    (`lock_runs`; a worker's job claim locks its run the same way before its job);
 2. event keys (deduplication), sorted by key (`lock_event_keys`);
-3. then anything else: events, steps, waits, timers, jobs.
+3. flow-control state: debounce bursts, then open batches, each sorted by (function, key)
+   (`_holds.lock`);
+4. then anything else: events, steps, waits, timers, jobs.
 
 Rows that belong to no run are claimed with SKIP LOCKED (due timers, stale jobs) or locked on
 their own in a transaction of their own (a job's checkpoint and finish, which touch its job,
@@ -27,6 +29,7 @@ from tideflow._core import protocol
 from tideflow._core.ids import new_id
 
 from . import _codec as codec
+from . import _holds as holds
 from . import _models as m
 from . import _views as views
 from ._base import Store
@@ -47,6 +50,19 @@ def touched_runs(changes: Sequence[m.Change]) -> set[str]:
         if isinstance(change, m.FinishRun) and change.parent_run_id is not None:
             runs.add(change.parent_run_id)
     return runs
+
+
+def _is_for_ended_run(change: m.Change, runs: dict[str, str], applied: m.Applied) -> bool:
+    """Whether `change` is for a run that has ended: then it is dropped (and a FinishRun's
+    `applied` says it did nothing)."""
+    if not isinstance(change, _RUN_SCOPED):
+        return False
+    if runs.get(change.run_id, m.CANCELLED) not in m.TERMINAL:
+        return False
+    logger.debug("dropping %s for run %s, which has ended", type(change).__name__, change.run_id)
+    if isinstance(change, m.FinishRun):
+        applied.done = False
+    return True
 
 
 class Tx(Protocol):
@@ -107,6 +123,7 @@ class SqlStore(Store, abc.ABC):
             keys = sorted({event.id for event, _ in batch if event.id is not None})
             if keys and self.locks_rows:
                 await tx.execute("lock_event_keys", {"ids": keys})
+            held = await self._lock_holds(tx, [c for _, changes in batch for c in changes])
             for event, changes in batch:
                 # Stored, or found unprocessed, and marked processed at once: the row lock
                 # makes a concurrent processor of the same event wait, then find nothing to do.
@@ -115,7 +132,7 @@ class SqlStore(Store, abc.ABC):
                 if await self._is_duplicate(tx, event, now):
                     await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
                 else:
-                    applied.extend(await self._apply(tx, changes, now, runs))
+                    applied.extend(await self._apply(tx, changes, now, runs, held))
         return applied
 
     async def _is_duplicate(self, tx: Tx, event: m.EventRecord, now: int) -> bool:
@@ -290,11 +307,12 @@ class SqlStore(Store, abc.ABC):
     ) -> m.Applied:
         async with self._transaction() as tx:
             runs = await self._lock_runs(tx, changes)
+            held = await self._lock_holds(tx, changes)
             if not await tx.execute(
                 "delete_claimed_timer", {"timer_id": timer.timer_id, "owner": owner}
             ):
                 return m.Applied(done=False)
-            return await self._apply(tx, changes, now, runs)
+            return await self._apply(tx, changes, now, runs, held)
 
     async def add_timers(self, timers: Sequence[m.TimerRecord]) -> None:
         async with self._transaction() as tx:
@@ -470,21 +488,24 @@ class SqlStore(Store, abc.ABC):
         rows = await tx.fetch("lock_runs", {"run_ids": sorted(run_ids)})
         return {row["run_id"]: row["status"] for row in rows}
 
+    async def _lock_holds(self, tx: Tx, changes: Sequence[m.Change]) -> holds.Locked | None:
+        """Locks the flow-control state of the holds these changes touch (the lock order's third
+        step); no statement when there are none."""
+        return await holds.lock(tx, changes) if holds.has_holds(changes) else None
+
     async def _apply(
-        self, tx: Tx, changes: Sequence[m.Change], now: int, runs: dict[str, str]
+        self,
+        tx: Tx,
+        changes: Sequence[m.Change],
+        now: int,
+        runs: dict[str, str],
+        held: holds.Locked | None = None,
     ) -> m.Applied:
-        """Applies changes whose runs `_lock_runs` locked; `runs` is updated as they end."""
+        """Applies changes whose runs `_lock_runs` locked, and whose holds `_lock_holds` locked
+        into `held`; `runs` is updated as they end."""
         applied = m.Applied()
         for change in changes:
-            if (
-                isinstance(change, _RUN_SCOPED)
-                and runs.get(change.run_id, m.CANCELLED) in m.TERMINAL
-            ):
-                logger.debug(
-                    "dropping %s for run %s, which has ended", type(change).__name__, change.run_id
-                )
-                if isinstance(change, m.FinishRun):
-                    applied.done = False
+            if _is_for_ended_run(change, runs, applied):
                 continue
             match change:
                 case m.CreateRun():
@@ -503,7 +524,23 @@ class SqlStore(Store, abc.ABC):
                     await self._add_events(tx, change, applied)
                 case m.AddTimer():
                     await tx.execute("insert_timer", codec.timer_params(change.timer))
+                case m.HoldDebounced() | m.AddToBatch() | m.StartHeld():
+                    await self._apply_hold(tx, change, now, applied, runs, held)
         return applied
+
+    async def _apply_hold(
+        self,
+        tx: Tx,
+        change: m.HoldDebounced | m.AddToBatch | m.StartHeld,
+        now: int,
+        applied: m.Applied,
+        runs: dict[str, str],
+        held: holds.Locked | None,
+    ) -> None:
+        if held is None:
+            raise ValueError(f"{change!r} applied without its hold locked")
+        for run in await holds.apply(tx, change, now, held):
+            await self._create_run(tx, run, now, applied, runs)
 
     async def _add_events(self, tx: Tx, change: m.AddEvents, applied: m.Applied) -> None:
         for event in change.events:

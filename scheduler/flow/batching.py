@@ -7,8 +7,9 @@ import dataclasses
 from typing import Any
 
 from tideflow._core.expressions import Expression
+from tideflow.store import models as m
 
-from .keys import compile_key
+from .keys import compile_key, key_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +18,24 @@ class Spec:
     timeout_ms: int
     key: Expression | None
     if_exp: Expression | None
+
+    def hold(self, run: m.CreateRun, event: dict[str, Any]) -> m.CreateRun | m.AddToBatch:
+        """Adds the event of `run` to its key's batch, or starts `run` alone when `if_exp`
+        is false for it (or fails to evaluate: a filter never blocks its event)."""
+        if self.if_exp is not None and not self.if_exp.matches({"event": event}):
+            return run
+        return m.AddToBatch(
+            run.function_id, run.app_id, key_value(self.key, event), run.event_id, self
+        )
+
+    def on_event(self, batch: m.OpenBatch | None, event_id: str, now: int) -> m.OpenBatch:
+        """The batch with `event_id` added: the first event opens it, due `timeout` later."""
+        if batch is None:
+            return m.OpenBatch(event_id, size=1, first_at=now, due_at=now + self.timeout_ms)
+        return dataclasses.replace(batch, size=batch.size + 1)
+
+    def is_full(self, batch: m.OpenBatch) -> bool:
+        return batch.size >= self.max_size
 
 
 def parse(config: dict[str, Any] | None) -> Spec | None:

@@ -464,3 +464,102 @@ SELECT app_id, COUNT(*) AS count FROM jobs WHERE status = 'queued' GROUP BY app_
 
 -- name: count_unprocessed_events
 SELECT COUNT(*) AS count FROM events WHERE processed = 0
+
+
+-- name: migration_5
+-- Events held before their run exists, per function and key value: a debounced burst's latest
+-- event; a batch's events in arrival order. Their deadlines are timers (kinds 'debounce' and
+-- 'batch', with the function id in run_id and the key value in step_hash).
+CREATE TABLE debounces (
+    function_id TEXT NOT NULL,
+    hold_key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    first_at BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    PRIMARY KEY (function_id, hold_key)
+);
+CREATE TABLE batches (
+    function_id TEXT NOT NULL,
+    hold_key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    first_at BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    PRIMARY KEY (function_id, hold_key)
+);
+CREATE TABLE batch_events (
+    function_id TEXT NOT NULL,
+    hold_key TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (function_id, hold_key, position)
+);
+
+-- name: lock_debounces
+-- The lock order's flow-control step, sorted by (function, key). A key with no burst gets a
+-- placeholder row (event_id ''), so that two replicas opening the same burst wait for each
+-- other instead of both finding none.
+INSERT INTO debounces (function_id, hold_key, event_id, first_at, due_at)
+SELECT f, k, '', 0, 0 FROM unnest(%(function_ids)s::text[], %(keys)s::text[]) AS held(f, k)
+ORDER BY f, k
+ON CONFLICT (function_id, hold_key) DO UPDATE SET event_id = debounces.event_id
+RETURNING function_id, hold_key, event_id, first_at, due_at
+
+-- name: hold_debounce
+-- The burst and its timer change together. The timer gets a new id and loses any claim: a
+-- replica about to fire the old one then finds it gone (delete_claimed_timer) and does nothing.
+WITH timer AS (
+    INSERT INTO timers (timer_id, kind, run_id, step_hash, due_at, payload)
+    VALUES (%(timer_id)s, 'debounce', %(function_id)s, %(key)s, %(due_at)s, '{}')
+    ON CONFLICT (kind, run_id, step_hash) DO UPDATE
+    SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
+        claimed_until = NULL
+)
+INSERT INTO debounces (function_id, hold_key, event_id, first_at, due_at)
+VALUES (%(function_id)s, %(key)s, %(event_id)s, %(first_at)s, %(due_at)s)
+ON CONFLICT (function_id, hold_key) DO UPDATE
+SET event_id = excluded.event_id, first_at = excluded.first_at, due_at = excluded.due_at
+
+-- name: delete_debounce
+DELETE FROM debounces WHERE function_id = %(function_id)s AND hold_key = %(key)s
+
+-- name: lock_batches
+-- As lock_debounces, after it.
+INSERT INTO batches (function_id, hold_key, event_id, size, first_at, due_at)
+SELECT f, k, '', 0, 0, 0 FROM unnest(%(function_ids)s::text[], %(keys)s::text[]) AS held(f, k)
+ORDER BY f, k
+ON CONFLICT (function_id, hold_key) DO UPDATE SET event_id = batches.event_id
+RETURNING function_id, hold_key, event_id, size, first_at, due_at
+
+-- name: add_batch_event
+WITH added AS (
+    INSERT INTO batch_events (function_id, hold_key, position, event_id)
+    VALUES (%(function_id)s, %(key)s, %(size)s, %(added_id)s)
+    ON CONFLICT DO NOTHING
+)
+INSERT INTO batches (function_id, hold_key, event_id, size, first_at, due_at)
+VALUES (%(function_id)s, %(key)s, %(event_id)s, %(size)s, %(first_at)s, %(due_at)s)
+ON CONFLICT (function_id, hold_key) DO UPDATE
+SET event_id = excluded.event_id, size = excluded.size, first_at = excluded.first_at,
+    due_at = excluded.due_at
+
+-- name: select_batch_events
+SELECT events.* FROM batch_events JOIN events ON events.internal_id = batch_events.event_id
+WHERE batch_events.function_id = %(function_id)s AND batch_events.hold_key = %(key)s
+ORDER BY batch_events.position
+
+-- name: delete_batch
+WITH events_gone AS (
+    DELETE FROM batch_events WHERE function_id = %(function_id)s AND hold_key = %(key)s
+), timer_gone AS (
+    DELETE FROM timers WHERE kind = 'batch' AND run_id = %(function_id)s AND step_hash = %(key)s
+)
+DELETE FROM batches WHERE function_id = %(function_id)s AND hold_key = %(key)s
+
+-- name: arm_hold_timer
+-- A batch's timer, or a hold's timer re-armed at its due time; replaces any older one.
+INSERT INTO timers (timer_id, kind, run_id, step_hash, due_at, payload)
+VALUES (%(timer_id)s, %(kind)s, %(function_id)s, %(key)s, %(due_at)s, '{}')
+ON CONFLICT (kind, run_id, step_hash) DO UPDATE
+SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
+    claimed_until = NULL

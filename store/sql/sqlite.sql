@@ -384,3 +384,85 @@ SELECT app_id, COUNT(*) AS count FROM jobs WHERE status = 'queued' GROUP BY app_
 
 -- name: count_unprocessed_events
 SELECT COUNT(*) AS count FROM events WHERE processed = 0
+
+
+-- name: migration_5
+-- Events held before their run exists, per function and key value: a debounced burst's latest
+-- event; a batch's events in arrival order. Their deadlines are timers (kinds 'debounce' and
+-- 'batch', with the function id in run_id and the key value in step_hash).
+CREATE TABLE IF NOT EXISTS debounces (
+    function_id TEXT NOT NULL,
+    hold_key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    first_at INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    PRIMARY KEY (function_id, hold_key)
+);
+CREATE TABLE IF NOT EXISTS batches (
+    function_id TEXT NOT NULL,
+    hold_key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    first_at INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    PRIMARY KEY (function_id, hold_key)
+);
+CREATE TABLE IF NOT EXISTS batch_events (
+    function_id TEXT NOT NULL,
+    hold_key TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (function_id, hold_key, position)
+);
+
+-- name: lock_debounces
+-- SQLite serialises writers, so this only reads the bursts; PostgreSQL locks the rows here.
+SELECT d.function_id, d.hold_key, d.event_id, d.first_at, d.due_at
+FROM json_each(:function_ids) AS f JOIN json_each(:keys) AS k ON k.key = f.key
+JOIN debounces AS d ON d.function_id = f.value AND d.hold_key = k.value
+
+-- name: hold_debounce
+INSERT INTO timers (timer_id, kind, run_id, step_hash, due_at, payload)
+VALUES (:timer_id, 'debounce', :function_id, :key, :due_at, '{}')
+ON CONFLICT (kind, run_id, step_hash) DO UPDATE
+SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
+    claimed_until = NULL;
+INSERT INTO debounces (function_id, hold_key, event_id, first_at, due_at)
+VALUES (:function_id, :key, :event_id, :first_at, :due_at)
+ON CONFLICT (function_id, hold_key) DO UPDATE
+SET event_id = excluded.event_id, first_at = excluded.first_at, due_at = excluded.due_at
+
+-- name: delete_debounce
+DELETE FROM debounces WHERE function_id = :function_id AND hold_key = :key
+
+-- name: lock_batches
+SELECT b.function_id, b.hold_key, b.event_id, b.size, b.first_at, b.due_at
+FROM json_each(:function_ids) AS f JOIN json_each(:keys) AS k ON k.key = f.key
+JOIN batches AS b ON b.function_id = f.value AND b.hold_key = k.value
+
+-- name: add_batch_event
+INSERT INTO batch_events (function_id, hold_key, position, event_id)
+VALUES (:function_id, :key, :size, :added_id)
+ON CONFLICT DO NOTHING;
+INSERT INTO batches (function_id, hold_key, event_id, size, first_at, due_at)
+VALUES (:function_id, :key, :event_id, :size, :first_at, :due_at)
+ON CONFLICT (function_id, hold_key) DO UPDATE
+SET event_id = excluded.event_id, size = excluded.size, first_at = excluded.first_at,
+    due_at = excluded.due_at
+
+-- name: select_batch_events
+SELECT events.* FROM batch_events JOIN events ON events.internal_id = batch_events.event_id
+WHERE batch_events.function_id = :function_id AND batch_events.hold_key = :key
+ORDER BY batch_events.position
+
+-- name: delete_batch
+DELETE FROM batch_events WHERE function_id = :function_id AND hold_key = :key;
+DELETE FROM timers WHERE kind = 'batch' AND run_id = :function_id AND step_hash = :key;
+DELETE FROM batches WHERE function_id = :function_id AND hold_key = :key
+
+-- name: arm_hold_timer
+INSERT INTO timers (timer_id, kind, run_id, step_hash, due_at, payload)
+VALUES (:timer_id, :kind, :function_id, :key, :due_at, '{}')
+ON CONFLICT (kind, run_id, step_hash) DO UPDATE
+SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
+    claimed_until = NULL
