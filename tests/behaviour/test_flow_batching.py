@@ -23,7 +23,7 @@ def collect(client: tideflow.Client, batch: tideflow.Batch) -> None:
 
 
 async def send_each(engine: Engine, datas: list[dict[str, Any]]) -> list[str]:
-    ids = []
+    ids: list[str] = []
     for data in datas:
         ids.extend(await engine.send({"name": "t/item", "data": data}))
     return ids

@@ -19,7 +19,7 @@ def echo(client: tideflow.Client, debounce: tideflow.Debounce) -> None:
 
 
 async def send_spaced(engine: Engine, datas: list[dict[str, Any]], gap_s: float) -> list[str]:
-    ids = []
+    ids: list[str] = []
     for data in datas:
         if ids:
             await asyncio.sleep(gap_s)

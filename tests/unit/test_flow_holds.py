@@ -59,7 +59,7 @@ def test_valid_options_are_kept_in_the_function_config() -> None:
         ({"batch_events": tideflow.Batch(max_size=0, timeout="1s")}, r"max_size must be an int"),
         ({"batch_events": tideflow.Batch(max_size=101, timeout="1s")}, r"in 1..100, got 101"),
         (
-            {"batch_events": tideflow.Batch(max_size=True, timeout="1s")},  # type: ignore[arg-type]
+            {"batch_events": tideflow.Batch(max_size=True, timeout="1s")},
             r"batch_events.max_size must be an int",
         ),
         ({"batch_events": tideflow.Batch(max_size=2, timeout="61s")}, r"timeout must be between"),
@@ -131,9 +131,7 @@ def test_a_batch_opens_with_its_first_event_and_is_full_at_max_size() -> None:
 
 def registry_of(config: dict[str, Any]) -> Registry:
     registry = Registry()
-    spec = _spec(
-        {"function_id": "a-f", "app_id": "a", "triggers": [{"event": "t/x"}], **config}
-    )
+    spec = _spec({"function_id": "a-f", "app_id": "a", "triggers": [{"event": "t/x"}], **config})
     registry._functions = {spec.function_id: spec}
     return registry
 
