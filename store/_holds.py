@@ -2,9 +2,10 @@
 
 A transaction that changes holds locks their rows after runs and event keys (the lock order's
 flow-control step, see `_sql`), once for all the keys it touches, and keeps what it read in a
-`Locked`: each change then asks its rule (a pure function of the scheduler's) for the next
-state, and writes it with the hold's timer, in that transaction. The store only applies the
-rule's answer; the one guard of its own is a fired timer's: a hold starts only if it is due.
+`Locked`. Each change then asks its rule (a pure function of the scheduler's) for the next state
+and records it there; `flush` writes every changed hold and timer at the end of the transaction,
+one statement each, however many events it held. The store only applies the rules' answers;
+its one guard is a fired timer's: a hold starts only if it is due.
 """
 
 from __future__ import annotations
@@ -30,10 +31,17 @@ Key = tuple[str, str]
 
 @dataclasses.dataclass
 class Locked:
-    """The holds a transaction has locked, as they stand after the changes applied so far."""
+    """The holds a transaction has locked, as they stand after the changes applied so far, and
+    what of them is still to be written."""
 
     bursts: dict[Key, m.Burst | None] = dataclasses.field(default_factory=dict)
     batches: dict[Key, m.OpenBatch | None] = dataclasses.field(default_factory=dict)
+    changed_bursts: set[Key] = dataclasses.field(default_factory=set)
+    changed_batches: set[Key] = dataclasses.field(default_factory=set)
+    added: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Events added to batches, not written yet."""
+    timers: dict[tuple[str, Key], int] = dataclasses.field(default_factory=dict)
+    """Timers to (re)arm: (kind, key) -> due time."""
 
 
 def _kind(change: m.Change) -> str | None:
@@ -52,7 +60,7 @@ def has_holds(changes: Sequence[m.Change]) -> bool:
 
 async def lock(tx: Tx, changes: Sequence[m.Change]) -> Locked:
     """Locks (PostgreSQL) and reads the holds these changes touch: bursts, then batches, each
-    sorted by (function, key). Costs nothing when no change is a hold."""
+    sorted by (function, key), one statement each."""
     locked = Locked()
     wanted: dict[str, set[Key]] = {m.TIMER_DEBOUNCE: set(), m.TIMER_BATCH: set()}
     for change in changes:
@@ -88,7 +96,7 @@ async def apply(
 ) -> list[m.CreateRun]:
     """Applies one hold change to the locked state; returns the run it starts, if any."""
     if isinstance(change, m.HoldDebounced):
-        await _hold_debounced(tx, change, now, locked)
+        _hold_debounced(change, now, locked)
         return []
     if isinstance(change, m.AddToBatch):
         return await _add_to_batch(tx, change, now, locked)
@@ -97,24 +105,51 @@ async def apply(
     return await _start_batch(tx, change, now, locked)
 
 
-async def _hold_debounced(tx: Tx, change: m.HoldDebounced, now: int, locked: Locked) -> None:
+async def flush(tx: Tx, locked: Locked, now: int) -> None:
+    """Writes what the transaction's changes left to write: one statement per table."""
+    await _write_added(tx, locked)
+    bursts = [
+        {"function_id": f, "hold_key": k, **dataclasses.asdict(burst)}
+        for (f, k) in sorted(locked.changed_bursts)
+        if (burst := locked.bursts[(f, k)]) is not None
+    ]
+    if bursts:
+        await tx.execute("upsert_debounces", {"bursts": codec.dumps(bursts)})
+    batches = [
+        {"function_id": f, "hold_key": k, **dataclasses.asdict(batch)}
+        for (f, k) in sorted(locked.changed_batches)
+        if (batch := locked.batches[(f, k)]) is not None
+    ]
+    if batches:
+        await tx.execute("upsert_batches", {"batches": codec.dumps(batches)})
+    timers = [
+        {"timer_id": new_id(now), "kind": kind, "function_id": f, "hold_key": k, "due_at": due}
+        for (kind, (f, k)), due in sorted(locked.timers.items())
+    ]
+    if timers:
+        # A moved timer gets a new id and loses its claim: a replica about to fire the old one
+        # then finds it gone (delete_claimed_timer) and starts nothing.
+        await tx.execute("arm_hold_timers", {"timers": codec.dumps(timers)})
+    locked.changed_bursts.clear()
+    locked.changed_batches.clear()
+    locked.timers.clear()
+
+
+async def _write_added(tx: Tx, locked: Locked) -> None:
+    if locked.added:
+        await tx.execute("add_batch_events", {"events": codec.dumps(locked.added)})
+        locked.added.clear()
+
+
+def _hold_debounced(change: m.HoldDebounced, now: int, locked: Locked) -> None:
     key = (change.function_id, change.key)
     burst = locked.bursts.get(key)
     held = change.rule.on_event(burst, change.event_id, now)
     if held == burst:
         return
     locked.bursts[key] = held
-    await tx.execute(
-        "hold_debounce",
-        {
-            "function_id": change.function_id,
-            "key": change.key,
-            "event_id": held.event_id,
-            "first_at": held.first_at,
-            "due_at": held.due_at,
-            "timer_id": new_id(now),
-        },
-    )
+    locked.changed_bursts.add(key)
+    locked.timers[(m.TIMER_DEBOUNCE, key)] = held.due_at
 
 
 async def _start_burst(tx: Tx, change: m.StartHeld, now: int, locked: Locked) -> list[m.CreateRun]:
@@ -123,10 +158,12 @@ async def _start_burst(tx: Tx, change: m.StartHeld, now: int, locked: Locked) ->
     if burst is None:
         return []
     if burst.due_at > now:
-        await _arm(tx, change, burst.due_at, now)
+        locked.timers[(m.TIMER_DEBOUNCE, key)] = burst.due_at
         return []
     await tx.execute("delete_debounce", {"function_id": change.function_id, "key": change.key})
     locked.bursts[key] = None
+    locked.changed_bursts.discard(key)
+    locked.timers.pop((m.TIMER_DEBOUNCE, key), None)
     rows = await tx.fetch("select_event", {"internal_id": burst.event_id})
     return _run(change, burst.event_id, [codec.event(row) for row in rows])
 
@@ -137,24 +174,20 @@ async def _add_to_batch(
     key = (change.function_id, change.key)
     before = locked.batches.get(key)
     batch = change.rule.on_event(before, change.event_id, now)
-    params = {"function_id": change.function_id, "key": change.key}
-    await tx.execute(
-        "add_batch_event",
+    locked.added.append(
         {
-            **params,
-            "added_id": change.event_id,
-            "event_id": batch.event_id,
-            "size": batch.size,
-            "first_at": batch.first_at,
-            "due_at": batch.due_at,
-        },
+            "function_id": change.function_id,
+            "hold_key": change.key,
+            "position": batch.size,
+            "event_id": change.event_id,
+        }
     )
     if change.rule.is_full(batch):
-        locked.batches[key] = None
-        return await _close_batch(tx, change, batch)
+        return await _close_batch(tx, change, batch, locked)
     locked.batches[key] = batch
+    locked.changed_batches.add(key)
     if before is None:
-        await _arm(tx, change, batch.due_at, now)
+        locked.timers[(m.TIMER_BATCH, key)] = batch.due_at
     return []
 
 
@@ -164,18 +197,23 @@ async def _start_batch(tx: Tx, change: m.StartHeld, now: int, locked: Locked) ->
     if batch is None:
         return []
     if batch.due_at > now:
-        await _arm(tx, change, batch.due_at, now)
+        locked.timers[(m.TIMER_BATCH, key)] = batch.due_at
         return []
-    locked.batches[key] = None
-    return await _close_batch(tx, change, batch)
+    return await _close_batch(tx, change, batch, locked)
 
 
 async def _close_batch(
-    tx: Tx, change: m.AddToBatch | m.StartHeld, batch: m.OpenBatch
+    tx: Tx, change: m.AddToBatch | m.StartHeld, batch: m.OpenBatch, locked: Locked
 ) -> list[m.CreateRun]:
+    key = (change.function_id, change.key)
     params = {"function_id": change.function_id, "key": change.key}
+    # Its events added in this transaction are read back with the others, in their order.
+    await _write_added(tx, locked)
     rows = await tx.fetch("select_batch_events", params)
     await tx.execute("delete_batch", params)
+    locked.batches[key] = None
+    locked.changed_batches.discard(key)
+    locked.timers.pop((m.TIMER_BATCH, key), None)
     return _run(change, batch.event_id, [codec.event(row) for row in rows])
 
 
@@ -197,17 +235,3 @@ def _run(
             events=[record.payload() for record in records],
         )
     ]
-
-
-async def _arm(tx: Tx, change: m.Change, due_at: int, now: int) -> None:
-    assert isinstance(change, m.HOLDS)
-    await tx.execute(
-        "arm_hold_timer",
-        {
-            "timer_id": new_id(now),
-            "kind": _kind(change),
-            "function_id": change.function_id,
-            "key": change.key,
-            "due_at": due_at,
-        },
-    )

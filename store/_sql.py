@@ -133,6 +133,8 @@ class SqlStore(Store, abc.ABC):
                     await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
                 else:
                     applied.extend(await self._apply(tx, changes, now, runs, held))
+            if held is not None:
+                await holds.flush(tx, held, now)
         return applied
 
     async def _is_duplicate(self, tx: Tx, event: m.EventRecord, now: int) -> bool:
@@ -312,7 +314,10 @@ class SqlStore(Store, abc.ABC):
                 "delete_claimed_timer", {"timer_id": timer.timer_id, "owner": owner}
             ):
                 return m.Applied(done=False)
-            return await self._apply(tx, changes, now, runs, held)
+            applied = await self._apply(tx, changes, now, runs, held)
+            if held is not None:
+                await holds.flush(tx, held, now)
+            return applied
 
     async def add_timers(self, timers: Sequence[m.TimerRecord]) -> None:
         async with self._transaction() as tx:

@@ -505,18 +505,13 @@ ORDER BY f, k
 ON CONFLICT (function_id, hold_key) DO UPDATE SET event_id = debounces.event_id
 RETURNING function_id, hold_key, event_id, first_at, due_at
 
--- name: hold_debounce
--- The burst and its timer change together. The timer gets a new id and loses any claim: a
--- replica about to fire the old one then finds it gone (delete_claimed_timer) and does nothing.
-WITH timer AS (
-    INSERT INTO timers (timer_id, kind, run_id, step_hash, due_at, payload)
-    VALUES (%(timer_id)s, 'debounce', %(function_id)s, %(key)s, %(due_at)s, '{}')
-    ON CONFLICT (kind, run_id, step_hash) DO UPDATE
-    SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
-        claimed_until = NULL
-)
+-- name: upsert_debounces
+-- Every burst a transaction changed, in one statement (their rows are locked already).
 INSERT INTO debounces (function_id, hold_key, event_id, first_at, due_at)
-VALUES (%(function_id)s, %(key)s, %(event_id)s, %(first_at)s, %(due_at)s)
+SELECT function_id, hold_key, event_id, first_at, due_at
+FROM json_to_recordset(%(bursts)s::json)
+    AS b(function_id text, hold_key text, event_id text, first_at bigint, due_at bigint)
+ORDER BY function_id, hold_key
 ON CONFLICT (function_id, hold_key) DO UPDATE
 SET event_id = excluded.event_id, first_at = excluded.first_at, due_at = excluded.due_at
 
@@ -531,14 +526,19 @@ ORDER BY f, k
 ON CONFLICT (function_id, hold_key) DO UPDATE SET event_id = batches.event_id
 RETURNING function_id, hold_key, event_id, size, first_at, due_at
 
--- name: add_batch_event
-WITH added AS (
-    INSERT INTO batch_events (function_id, hold_key, position, event_id)
-    VALUES (%(function_id)s, %(key)s, %(size)s, %(added_id)s)
-    ON CONFLICT DO NOTHING
-)
+-- name: add_batch_events
+INSERT INTO batch_events (function_id, hold_key, position, event_id)
+SELECT function_id, hold_key, position, event_id
+FROM json_to_recordset(%(events)s::json)
+    AS e(function_id text, hold_key text, position int, event_id text)
+ON CONFLICT DO NOTHING
+
+-- name: upsert_batches
 INSERT INTO batches (function_id, hold_key, event_id, size, first_at, due_at)
-VALUES (%(function_id)s, %(key)s, %(event_id)s, %(size)s, %(first_at)s, %(due_at)s)
+SELECT function_id, hold_key, event_id, size, first_at, due_at
+FROM json_to_recordset(%(batches)s::json)
+    AS b(function_id text, hold_key text, event_id text, size int, first_at bigint, due_at bigint)
+ORDER BY function_id, hold_key
 ON CONFLICT (function_id, hold_key) DO UPDATE
 SET event_id = excluded.event_id, size = excluded.size, first_at = excluded.first_at,
     due_at = excluded.due_at
@@ -556,10 +556,13 @@ WITH events_gone AS (
 )
 DELETE FROM batches WHERE function_id = %(function_id)s AND hold_key = %(key)s
 
--- name: arm_hold_timer
--- A batch's timer, or a hold's timer re-armed at its due time; replaces any older one.
+-- name: arm_hold_timers
+-- Holds' timers, each replacing its key's older one with a new id and no claim.
 INSERT INTO timers (timer_id, kind, run_id, step_hash, due_at, payload)
-VALUES (%(timer_id)s, %(kind)s, %(function_id)s, %(key)s, %(due_at)s, '{}')
+SELECT timer_id, kind, function_id, hold_key, due_at, '{}'
+FROM json_to_recordset(%(timers)s::json)
+    AS t(timer_id text, kind text, function_id text, hold_key text, due_at bigint)
+ORDER BY kind, function_id, hold_key
 ON CONFLICT (kind, run_id, step_hash) DO UPDATE
 SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
     claimed_until = NULL

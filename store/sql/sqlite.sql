@@ -421,14 +421,12 @@ SELECT d.function_id, d.hold_key, d.event_id, d.first_at, d.due_at
 FROM json_each(:function_ids) AS f JOIN json_each(:keys) AS k ON k.key = f.key
 JOIN debounces AS d ON d.function_id = f.value AND d.hold_key = k.value
 
--- name: hold_debounce
-INSERT INTO timers (timer_id, kind, run_id, step_hash, due_at, payload)
-VALUES (:timer_id, 'debounce', :function_id, :key, :due_at, '{}')
-ON CONFLICT (kind, run_id, step_hash) DO UPDATE
-SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
-    claimed_until = NULL;
+-- name: upsert_debounces
+-- `WHERE true`: SQLite needs one for an upsert from a SELECT (ON would read as a join's).
 INSERT INTO debounces (function_id, hold_key, event_id, first_at, due_at)
-VALUES (:function_id, :key, :event_id, :first_at, :due_at)
+SELECT value ->> 'function_id', value ->> 'hold_key', value ->> 'event_id',
+       value ->> 'first_at', value ->> 'due_at'
+FROM json_each(:bursts) WHERE true
 ON CONFLICT (function_id, hold_key) DO UPDATE
 SET event_id = excluded.event_id, first_at = excluded.first_at, due_at = excluded.due_at
 
@@ -440,12 +438,17 @@ SELECT b.function_id, b.hold_key, b.event_id, b.size, b.first_at, b.due_at
 FROM json_each(:function_ids) AS f JOIN json_each(:keys) AS k ON k.key = f.key
 JOIN batches AS b ON b.function_id = f.value AND b.hold_key = k.value
 
--- name: add_batch_event
+-- name: add_batch_events
 INSERT INTO batch_events (function_id, hold_key, position, event_id)
-VALUES (:function_id, :key, :size, :added_id)
-ON CONFLICT DO NOTHING;
+SELECT value ->> 'function_id', value ->> 'hold_key', value ->> 'position', value ->> 'event_id'
+FROM json_each(:events) WHERE true
+ON CONFLICT DO NOTHING
+
+-- name: upsert_batches
 INSERT INTO batches (function_id, hold_key, event_id, size, first_at, due_at)
-VALUES (:function_id, :key, :event_id, :size, :first_at, :due_at)
+SELECT value ->> 'function_id', value ->> 'hold_key', value ->> 'event_id', value ->> 'size',
+       value ->> 'first_at', value ->> 'due_at'
+FROM json_each(:batches) WHERE true
 ON CONFLICT (function_id, hold_key) DO UPDATE
 SET event_id = excluded.event_id, size = excluded.size, first_at = excluded.first_at,
     due_at = excluded.due_at
@@ -460,9 +463,11 @@ DELETE FROM batch_events WHERE function_id = :function_id AND hold_key = :key;
 DELETE FROM timers WHERE kind = 'batch' AND run_id = :function_id AND step_hash = :key;
 DELETE FROM batches WHERE function_id = :function_id AND hold_key = :key
 
--- name: arm_hold_timer
+-- name: arm_hold_timers
 INSERT INTO timers (timer_id, kind, run_id, step_hash, due_at, payload)
-VALUES (:timer_id, :kind, :function_id, :key, :due_at, '{}')
+SELECT value ->> 'timer_id', value ->> 'kind', value ->> 'function_id', value ->> 'hold_key',
+       value ->> 'due_at', '{}'
+FROM json_each(:timers) WHERE true
 ON CONFLICT (kind, run_id, step_hash) DO UPDATE
 SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
     claimed_until = NULL
