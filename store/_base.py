@@ -69,7 +69,9 @@ class Store(abc.ABC):
         """For each event, in order: stores it if new; if not processed yet, applies its
         changes (unless its `id` was seen in the last 24 h: then it is kept as a duplicate and
         nothing else happens) and marks it processed. A processed event is skipped, so a
-        redelivered event changes nothing."""
+        redelivered event changes nothing. Holds (debounce, batching) are read, decided by
+        their changes' rules and written in the same transaction, the holds' rows locked
+        first, so that a concurrent transaction on the same key waits for this one."""
 
     @abc.abstractmethod
     async def unprocessed_events(self, received_before: int, limit: int) -> list[EventRecord]:
@@ -166,7 +168,8 @@ class Store(abc.ABC):
     async def fire_timer(
         self, timer: TimerRecord, owner: str, changes: Sequence[Change], now: int
     ) -> Applied:
-        """Deletes a timer `owner` claimed and applies its changes; `done` False if it was gone."""
+        """Deletes a timer `owner` claimed and applies its changes; `done` False if it was gone
+        (a hold's timer is gone once an event has moved it, or its hold has started)."""
 
     @abc.abstractmethod
     async def add_timers(self, timers: Sequence[TimerRecord]) -> None:

@@ -186,7 +186,9 @@ async def _add_to_batch(
         return await _close_batch(tx, change, batch, locked)
     locked.batches[key] = batch
     locked.changed_batches.add(key)
-    if before is None:
+    if before is None or before.due_at <= now:
+        # An overdue batch may have lost its timer (it fired while the function was not
+        # registered): its next event arms it again.
         locked.timers[(m.TIMER_BATCH, key)] = batch.due_at
     return []
 
