@@ -15,29 +15,22 @@ from tideflow.store import models as m
 
 from . import _backoff as backoff
 from . import _system_events as system_events
-from ._registry import Registry
+from ._registry import FunctionSpec, Registry
+from .flow import concurrency, priority
 
 
 def plan_event(
-    event: m.EventRecord, registry: Registry, waits: list[m.WaitRecord]
+    event: m.EventRecord, registry: Registry, waits: list[m.WaitRecord], *, env: str = ""
 ) -> list[m.Change]:
     payload = event.payload()
     changes: list[m.Change] = []
     if event.target is not None:
-        changes.extend(_targeted_run(event, registry, payload))
+        changes.extend(_targeted_run(event, registry, payload, env))
     else:
         for spec in registry.matching(event.name, payload):
             if _is_about_itself(event, spec.function_id):
                 continue
-            changes.append(
-                m.CreateRun(
-                    run_id=derived_id(event.internal_id, spec.function_id),
-                    function_id=spec.function_id,
-                    app_id=spec.app_id,
-                    event_id=event.internal_id,
-                    events=[payload],
-                )
-            )
+            changes.append(new_run(spec, event, [payload], env))
     for wait in waits:
         if wait.event_name != event.name:
             continue
@@ -48,8 +41,28 @@ def plan_event(
     return changes
 
 
+def new_run(
+    spec: FunctionSpec,
+    event: m.EventRecord,
+    events: list[dict[str, Any]],
+    env: str,
+    parent: dict[str, Any] | None = None,
+) -> m.CreateRun:
+    """A run of `spec` started by `event` (the first of `events`), with its place in line."""
+    return m.CreateRun(
+        run_id=derived_id(event.internal_id, spec.function_id),
+        function_id=spec.function_id,
+        app_id=spec.app_id,
+        event_id=event.internal_id,
+        events=events,
+        parent=parent,
+        slots=concurrency.slots(spec.concurrency, spec.function_id, env, events[0]),
+        priority_ms=priority.offset_ms(spec.priority, events[0]),
+    )
+
+
 def _targeted_run(
-    event: m.EventRecord, registry: Registry, payload: dict[str, Any]
+    event: m.EventRecord, registry: Registry, payload: dict[str, Any], env: str
 ) -> list[m.Change]:
     target = event.target or {}
     spec = registry.get(target["function_id"])
@@ -61,16 +74,7 @@ def _targeted_run(
             "FunctionNotFoundError", f"no function {target['function_id']!r} is registered"
         )
         return [m.ResolveStep(parent["run_id"], parent["step_hash"], error=error)]
-    return [
-        m.CreateRun(
-            run_id=derived_id(event.internal_id, spec.function_id),
-            function_id=spec.function_id,
-            app_id=spec.app_id,
-            event_id=event.internal_id,
-            events=[payload],
-            parent=parent,
-        )
-    ]
+    return [new_run(spec, event, [payload], env, parent)]
 
 
 def _is_about_itself(event: m.EventRecord, function_id: str) -> bool:

@@ -132,11 +132,9 @@ class FlowControl:
 
 
 _NOT_YET = (
-    "concurrency",
     "throttle",
     "rate_limit",
     "debounce",
-    "priority",
     "singleton",
     "idempotency",
     "batch_events",

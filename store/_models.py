@@ -17,6 +17,7 @@ QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
 )
 TERMINAL = (COMPLETED, FAILED, CANCELLED)
 STEP_RUNNING, STEP_WAITING = "Running", "Waiting"
+JOB_PENDING = "pending"
 
 WAIT_EVENT, WAIT_SIGNAL, WAIT_INVOKE = "event", "signal", "invoke"
 TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
@@ -223,9 +224,30 @@ class TimerRecord:
 # Changes, applied in order inside one transaction by `Store.apply`.
 
 
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """A concurrency pool a run's steps draw from: its key, and the limit this run obeys."""
+
+    key: str
+    limit: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingJob:
+    """A job waiting for admission: its place in line and the slots it needs."""
+
+    job_id: str
+    order_at: int
+    slots: tuple[Slot, ...]
+
+
 @dataclasses.dataclass
 class CreateRun:
-    """Creates a run and its first job, once per (event, function)."""
+    """Creates a run and its first job, once per (event, function).
+
+    With `slots`, the run's jobs are created pending and wait for admission in line order:
+    queued time moved `priority_ms` earlier.
+    """
 
     run_id: str
     function_id: str
@@ -233,6 +255,8 @@ class CreateRun:
     event_id: str
     events: list[dict[str, Any]]
     parent: dict[str, Any] | None = None
+    slots: tuple[Slot, ...] = ()
+    priority_ms: int = 0
 
 
 @dataclasses.dataclass
@@ -319,6 +343,8 @@ class Applied:
     events: list[EventRecord] = dataclasses.field(default_factory=list)
     cancelled: list[RunRecord] = dataclasses.field(default_factory=list)
     """Runs cancelled: their workers are told to stop starting steps."""
+    admission_keys: set[str] = dataclasses.field(default_factory=set)
+    """Concurrency pools with a job created pending or a slot freed: admit into them."""
     done: bool = True
     """False when the guard refused it: already applied elsewhere, or no longer valid."""
 
@@ -326,6 +352,7 @@ class Applied:
         self.jobs.extend(other.jobs)
         self.events.extend(other.events)
         self.cancelled.extend(other.cancelled)
+        self.admission_keys |= other.admission_keys
 
 
 def _iso(ms: int | None) -> str | None:
