@@ -21,8 +21,14 @@ from _harness import (
     xact_commits,
 )
 
-WORKLOADS: dict[str, int] = {"one": 1, "ten": 10}
+WORKLOADS: dict[str, int] = {"one": 1, "ten": 10, "keyed": 1}
 """Workload name -> steps a run."""
+
+COMMON_WORKLOADS = ("one", "ten")
+"""What every system runs; the others are tideflow's flow control, which the peers lack."""
+
+LABELS = {"keyed": "keyed concurrency: 1,000 keys, limit 1 each"}
+"""How the table names a workload, when not by its name alone."""
 
 
 @dataclasses.dataclass
@@ -85,6 +91,9 @@ class System(abc.ABC):
     """How py-spy names the files of the system's own code (for --profile)."""
     entry_code: tuple[str, ...] = ()
     """Own files that are only the process's entry point (left out of --profile's frames)."""
+
+    workloads: tuple[str, ...] = COMMON_WORKLOADS
+    """The workloads this system runs, in order."""
 
     def __init__(self, options: Options) -> None:
         self.options = options

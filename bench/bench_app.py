@@ -16,6 +16,9 @@ client = tideflow.Client(
 
 ONE_EVENT = "bench/one"
 TEN_EVENT = "bench/ten"
+KEYED_EVENT = "bench/keyed"
+KEYS = 1000
+"""Distinct concurrency keys the keyed workload's events spread over."""
 
 
 def noop() -> None:
@@ -33,3 +36,13 @@ async def ten(ctx: tideflow.Context) -> int:
     for i in range(10):
         await ctx.step.run(f"s{i}", noop)
     return 10
+
+
+@client.create_function(
+    fn_id="keyed",
+    trigger=tideflow.TriggerEvent(event=KEYED_EVENT),
+    concurrency=[tideflow.Concurrency(limit=1, key="event.data.key")],
+)
+async def keyed(ctx: tideflow.Context) -> int:
+    await ctx.step.run("s0", noop)
+    return 1

@@ -28,7 +28,7 @@ from _harness import (
     sigterm_as_interrupt,
 )
 from _profile import sampled, summarize
-from _system import WORKLOADS, Options, Phase, System
+from _system import LABELS, WORKLOADS, Options, Phase, System
 
 SYSTEMS = ("tideflow", "celery", "dbos")
 WARMUP_RUNS = 30
@@ -59,7 +59,7 @@ def log(message: str) -> None:
 def warm_up(system: System) -> None:
     """A few runs of each workload: every part connected, every code path imported."""
     started = time.monotonic()
-    for workload in WORKLOADS:
+    for workload in system.workloads:
         warm = system.run_phase(workload, f"w-{workload}", WARMUP_RUNS, None, "warmup", 60.0)
         if warm.completed < WARMUP_RUNS:
             raise BenchError(
@@ -78,7 +78,7 @@ def measure(system: System, options: Options, phases: list[Phase]) -> None:
     xacts = system.settled_xacts(settle) if settle > 0 else None
     window_started = time.monotonic()
     windows: list[tuple[Phase, int, int, float]] = []  # burst, steps, xacts, seconds
-    for workload in WORKLOADS:
+    for workload in system.workloads:
         log(f"{system.name}: {workload}: {options.runs} runs at once")
         burst = system.run_phase(workload, f"t-{workload}", options.runs, None, "throughput")
         log(f"{system.name}: {workload}: {_fmt(burst.runs_per_s)} runs/s {burst.note}")
@@ -113,7 +113,7 @@ def profile(system: System, options: Options) -> dict[str, Any]:
     """An extra burst per workload with py-spy sampling every process of the system."""
     found: dict[str, Any] = {}
     out_dir = BENCH_DIR / "results" / "profiles"
-    for workload in WORKLOADS:
+    for workload in system.workloads:
         log(f"{system.name}: {workload}: profiling a burst of {options.runs} runs")
         label = f"{system.name}-{workload}"
         with sampled(system.procs.procs, out_dir, label) as files:
@@ -200,7 +200,7 @@ def _row(name: str, burst: dict[str, Any], paced: dict[str, Any], tf: dict[str, 
     stmts = _fmt(cost.get("statements"), 2) if "statements" in cost else "-"
     return [
         name,
-        f"{workload} ({steps} step{'s' if steps > 1 else ''})",
+        f"{LABELS.get(workload, workload)} ({steps} step{'s' if steps > 1 else ''})",
         _fmt(burst["runs_per_s"]) + ("*" if burst.get("note") else ""),
         _fmt(burst["steps_per_s"]),
         ratio,
@@ -233,11 +233,24 @@ def table(results: dict[str, Any], order: Sequence[str]) -> str:
             rows.append(_row(name, burst, paced.get(burst["workload"], {}), tf))
             if burst.get("note"):
                 notes.append(f"* {name} {burst['workload']}: {burst['note']}")
+    notes += flow_control_notes(tf)
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(HEADER))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
     return "\n".join([*(line.rstrip() for line in lines), *notes])
+
+
+def flow_control_notes(tf: dict[str, Any]) -> list[str]:
+    """Each flow-control workload's throughput over the unconstrained one-step workload's, from
+    the same invocation: what the rule costs."""
+    base = tf.get("one", {}).get("runs_per_s")
+    notes = []
+    for workload in ("keyed",):
+        rate = tf.get(workload, {}).get("runs_per_s")
+        if base and rate:
+            notes.append(f"tideflow {LABELS.get(workload, workload)}: {rate / base:.2f} x one")
+    return notes
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:

@@ -26,10 +26,10 @@ from _harness import (
     wait_until,
 )
 from _system import Options, System
-from bench_app import BUFFERED_STEPS_VARIABLE, ONE_EVENT, TEN_EVENT
+from bench_app import BUFFERED_STEPS_VARIABLE, KEYED_EVENT, KEYS, ONE_EVENT, TEN_EVENT
 
-EVENTS = {"one": ONE_EVENT, "ten": TEN_EVENT}
-FUNCTIONS = {"one": "bench-one", "ten": "bench-ten"}
+EVENTS = {"one": ONE_EVENT, "ten": TEN_EVENT, "keyed": KEYED_EVENT}
+FUNCTIONS = {"one": "bench-one", "ten": "bench-ten", "keyed": "bench-keyed"}
 EXCHANGE = "tideflow.events"
 COUNTERS = {
     "statements": "tideflow_store_statements_total",
@@ -51,6 +51,7 @@ class TideflowSystem(System):
     name = "tideflow"
     own_code = ("tideflow/",)
     entry_code = ("tideflow/cli/",)
+    workloads = ("one", "ten", "keyed")
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
@@ -136,7 +137,7 @@ class TideflowSystem(System):
         self, workload: str, phase: str, indices: range, start: int
     ) -> Iterator[dict[str, object]]:
         for i in indices:
-            data = {"i": start + i, "phase": phase, "sent_ms": now_ms()}
+            data = {"i": start + i, "phase": phase, "sent_ms": now_ms(), "key": (start + i) % KEYS}
             yield {"name": EVENTS[workload], "data": data}
 
     def send(

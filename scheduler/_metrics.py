@@ -31,6 +31,10 @@ REDISPATCHED = prometheus_client.Counter(
     "tideflow_scheduler_jobs_redispatched_total",
     "Jobs published again by the sweeper (lease lapsed or message lost).",
 )
+ADMITTED = prometheus_client.Counter(
+    "tideflow_scheduler_jobs_admitted_total",
+    "Step jobs admitted into their concurrency pools (jobs of unlimited functions skip this).",
+)
 RETRIES = prometheus_client.Counter(
     "tideflow_step_retries_total",
     "Failed attempts scheduled to run again (a step's or a run's), by function.",

@@ -3,6 +3,7 @@ and `now`; the scheduler applies the changes in one transaction."""
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any
 
@@ -16,28 +17,23 @@ from tideflow.store import models as m
 from . import _backoff as backoff
 from . import _holding as holding
 from . import _system_events as system_events
-from ._registry import Registry
+from ._registry import FunctionSpec, Registry
+from .flow import concurrency, priority
 
 
 def plan_event(
-    event: m.EventRecord, registry: Registry, waits: list[m.WaitRecord]
+    event: m.EventRecord, registry: Registry, waits: list[m.WaitRecord], *, env: str = ""
 ) -> list[m.Change]:
     payload = event.payload()
     changes: list[m.Change] = []
     if event.target is not None:
-        changes.extend(_targeted_run(event, registry, payload))
+        changes.extend(_targeted_run(event, registry, payload, env))
     else:
         for spec in registry.matching(event.name, payload):
             if _is_about_itself(event, spec.function_id):
                 continue
-            run = m.CreateRun(
-                run_id=derived_id(event.internal_id, spec.function_id),
-                function_id=spec.function_id,
-                app_id=spec.app_id,
-                event_id=event.internal_id,
-                events=[payload],
-            )
-            changes.append(holding.hold(run, spec, payload))
+            run = new_run(spec, event, [payload], env)
+            changes.append(holding.hold(run, spec, payload, _starter(spec, env)))
     for wait in waits:
         if wait.event_name != event.name:
             continue
@@ -48,8 +44,45 @@ def plan_event(
     return changes
 
 
+def new_run(
+    spec: FunctionSpec,
+    event: m.EventRecord,
+    events: list[dict[str, Any]],
+    env: str,
+    parent: dict[str, Any] | None = None,
+) -> m.CreateRun:
+    """A run of `spec` started by `event` (the first of `events`), with its place in line."""
+    return run_of(spec, event.internal_id, events, env, parent)
+
+
+def run_of(
+    spec: FunctionSpec,
+    event_id: str,
+    events: list[dict[str, Any]],
+    env: str,
+    parent: dict[str, Any] | None = None,
+) -> m.CreateRun:
+    """A run of `spec` listed under the event `event_id`, keyed by it (one run per event and
+    function), with its place in line from the first of `events`."""
+    return m.CreateRun(
+        run_id=derived_id(event_id, spec.function_id),
+        function_id=spec.function_id,
+        app_id=spec.app_id,
+        event_id=event_id,
+        events=events,
+        parent=parent,
+        slots=concurrency.slots(spec.concurrency, spec.function_id, env, events[0]),
+        priority_ms=priority.offset_ms(spec.priority, events[0]),
+    )
+
+
+def _starter(spec: FunctionSpec, env: str) -> m.RunStarter:
+    # How a hold (debounce, batching) starts its run later, from the events it kept.
+    return functools.partial(run_of, spec, env=env)
+
+
 def _targeted_run(
-    event: m.EventRecord, registry: Registry, payload: dict[str, Any]
+    event: m.EventRecord, registry: Registry, payload: dict[str, Any], env: str
 ) -> list[m.Change]:
     target = event.target or {}
     spec = registry.get(target["function_id"])
@@ -61,16 +94,7 @@ def _targeted_run(
             "FunctionNotFoundError", f"no function {target['function_id']!r} is registered"
         )
         return [m.ResolveStep(parent["run_id"], parent["step_hash"], error=error)]
-    return [
-        m.CreateRun(
-            run_id=derived_id(event.internal_id, spec.function_id),
-            function_id=spec.function_id,
-            app_id=spec.app_id,
-            event_id=event.internal_id,
-            events=[payload],
-            parent=parent,
-        )
-    ]
+    return [new_run(spec, event, [payload], env, parent)]
 
 
 def _is_about_itself(event: m.EventRecord, function_id: str) -> bool:
@@ -207,7 +231,9 @@ def _wait_change(run: m.RunRecord, request: protocol.StepRequest, now: int) -> m
     return change
 
 
-def plan_timer(timer: m.TimerRecord, registry: Registry, now: int) -> list[m.Change]:
+def plan_timer(
+    timer: m.TimerRecord, registry: Registry, now: int, *, env: str = ""
+) -> list[m.Change]:
     """The changes a due timer makes (for cron: the tick's event and the next tick)."""
     if timer.kind == m.TIMER_SLEEP:
         return [m.ResolveStep(timer.run_id, timer.step_hash, require_wait=False)]
@@ -221,7 +247,9 @@ def plan_timer(timer: m.TimerRecord, registry: Registry, now: int) -> list[m.Cha
     if timer.kind == m.TIMER_CRON:
         return _cron_tick(timer, registry, now)
     if timer.kind in (m.TIMER_DEBOUNCE, m.TIMER_BATCH):
-        return holding.on_timer(timer, registry)
+        spec = registry.get(timer.run_id)
+        # A function gone since: its held events stay stored and start nothing.
+        return [] if spec is None else [holding.start(timer, _starter(spec, env))]
     raise ValueError(f"unknown timer kind {timer.kind!r}")
 
 

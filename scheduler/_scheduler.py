@@ -5,13 +5,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from tideflow import Settings, errors
 from tideflow._core.backoff import Backoff, log_failure, pause
 from tideflow._core.ids import new_id
 from tideflow._core.protocol import ErrorInfo
+from tideflow._core.tasks import cancel_and_wait
 from tideflow.broker import Broker, Delivery, Dispatcher, OutcomeMessage, Seal, topology
 from tideflow.store import Store
 from tideflow.store import metrics as store_metrics
@@ -23,10 +24,12 @@ from ._batches import batches
 from ._cron import cron_timer
 from ._decoding import event_from_delivery
 from ._registry import Registry
+from .flow import concurrency
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 256
+_ADMIT_PER_POOL = 256
 _STORE_RETRY_S = 0.2
 _STORE_RETRY_CAP_S = 10.0
 _BROKER_RETRY_S = 0.2
@@ -95,9 +98,7 @@ class Scheduler:
         try:
             await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
 
     async def _until_store_works(
         self, action: Callable[[], Awaitable[None]], stop: asyncio.Event
@@ -170,10 +171,14 @@ class Scheduler:
         records = sorted(records, key=lambda record: record.internal_id)
         await self._refresh_if_unknown(records)
         waits = await self._store.waits_for_events([record.name for record in records])
-        plans = [(record, planning.plan_event(record, self._registry, waits)) for record in records]
+        env = self._settings.env
+        plans = [
+            (record, planning.plan_event(record, self._registry, waits, env=env))
+            for record in records
+        ]
         applied = await self._store.process_events(plans, self.now_ms())
         _metrics.EVENTS.inc(len(records))
-        await self._dispatcher.publish(applied)
+        await self._publish(applied)
 
     async def _refresh_if_unknown(self, records: Sequence[m.EventRecord]) -> None:
         # A function registered since the last periodic refresh should not miss its first
@@ -215,7 +220,7 @@ class Scheduler:
                     store_metrics.run_finished(outcome.run.function_id, change.status)
                 if isinstance(change, (m.AddWait, m.ScheduleRetry)):
                     self._timer_wakeup.set()
-        await self._dispatcher.publish(published)
+        await self._publish(published)
 
     def _plan_outcome(self, outcome: m.JobOutcome, now: int) -> list[m.Change]:
         try:
@@ -257,9 +262,11 @@ class Scheduler:
         timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
         for timer in timers:
             _metrics.observe_timer(timer, now)
-            changes = planning.plan_timer(timer, self._registry, self.now_ms())
+            changes = planning.plan_timer(
+                timer, self._registry, self.now_ms(), env=self._settings.env
+            )
             applied = await self._store.fire_timer(timer, self._owner, changes, self.now_ms())
-            await self._dispatcher.publish(applied)
+            await self._publish(applied)
         return len(timers)
 
     # Sweeping: recovers every notification that was lost to a crash or a broker outage.
@@ -288,6 +295,28 @@ class Scheduler:
         stale_events = await self._store.unprocessed_events(now - grace_ms, _BATCH)
         if stale_events:
             await self.process_events(stale_events)
+        # Admission is woken by the transaction that creates a pending job or frees a slot; a
+        # process that died between that commit and its admission leaves the pool to us.
+        await self.admit(await self._store.pending_slot_keys(_BATCH))
+
+    # Admission
+
+    async def _publish(self, applied: m.Applied) -> None:
+        """Publishes what a committed change set made, then admits into the pools it touched."""
+        await self._dispatcher.publish(applied)
+        if applied.admission_keys:
+            await self.admit(applied.admission_keys)
+
+    async def admit(self, keys: Iterable[str]) -> None:
+        """Admits waiting jobs of these concurrency pools while slots are free, and publishes
+        them; a pool with more waiting than one pass reads gets another pass."""
+        pending = set(keys)
+        while pending:
+            jobs, pending = await self._store.admit(
+                sorted(pending), self.now_ms(), concurrency.admit, per_key=_ADMIT_PER_POOL
+            )
+            _metrics.ADMITTED.inc(len(jobs))
+            await self._dispatcher.publish(m.Applied(jobs=jobs))
 
     async def _registry_loop(self) -> None:
         failures = 0

@@ -132,10 +132,8 @@ class FlowControl:
 
 
 _NOT_YET = (
-    "concurrency",
     "throttle",
     "rate_limit",
-    "priority",
     "singleton",
     "idempotency",
     "cancel",

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -15,6 +15,7 @@ from ._models import (
     EventRecord,
     JobOutcome,
     JobRecord,
+    PendingJob,
     RunRecord,
     RunState,
     StepRecord,
@@ -155,6 +156,26 @@ class Store(abc.ABC):
     async def stale_jobs(self, now: int, published_before: int, limit: int) -> list[JobRecord]:
         """Jobs to publish again: queued and published before `published_before`, or leased
         with a lapsed lease. Marks them published now, so concurrent sweeps share the work."""
+
+    # Admission
+
+    @abc.abstractmethod
+    async def admit(
+        self,
+        keys: Sequence[str],
+        now: int,
+        decide: Callable[[Sequence[PendingJob], Mapping[str, int]], Sequence[str]],
+        *,
+        per_key: int,
+    ) -> tuple[list[JobRecord], set[str]]:
+        """Admits pending jobs of these concurrency pools, in one transaction: reads the first
+        `per_key` waiting jobs of each pool (in line order) and, under the pools' locks, the
+        slots in use; `decide` picks the jobs to admit from those; they become queued. Returns
+        the admitted jobs, to publish, and the pools that may hold more waiting jobs."""
+
+    @abc.abstractmethod
+    async def pending_slot_keys(self, limit: int) -> list[str]:
+        """Concurrency pools that have jobs waiting for admission."""
 
     # Timers
 

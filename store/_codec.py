@@ -141,6 +141,24 @@ def job(row: Mapping[str, Any]) -> m.JobRecord:
     )
 
 
+def pending_job(row: Mapping[str, Any]) -> m.PendingJob:
+    slots = [m.Slot(row["slot_key_1"], int(row["slot_limit_1"]))]
+    if row["slot_key_2"] is not None:
+        slots.append(m.Slot(row["slot_key_2"], int(row["slot_limit_2"])))
+    return m.PendingJob(row["job_id"], int(row["order_at"]), tuple(slots))
+
+
+def slot_params(slots: Sequence[m.Slot]) -> dict[str, Any]:
+    """The run's pools as the runs and jobs columns hold them (at most two)."""
+    first, second = [*slots, None, None][:2]
+    return {
+        "slot_key_1": first.key if first else None,
+        "slot_limit_1": first.limit if first else None,
+        "slot_key_2": second.key if second else None,
+        "slot_limit_2": second.limit if second else None,
+    }
+
+
 def joined_job(job_id: str, row: Mapping[str, Any]) -> m.JobRecord:
     """A job from a row joining it to its run (whose own `attempt` column it shadows)."""
     return m.JobRecord(job_id, row["run_id"], row["function_id"], row["app_id"], row["job_attempt"])

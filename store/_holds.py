@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tideflow._core.ids import derived_id, new_id
+from tideflow._core.ids import new_id
 
 from . import _codec as codec
 from . import _models as m
@@ -223,17 +223,10 @@ def _run(
     change: m.AddToBatch | m.StartHeld, event_id: str, records: list[m.EventRecord]
 ) -> list[m.CreateRun]:
     """The hold's run, listed under `event_id` (a burst's last event, a batch's first) and keyed
-    by it, so that a hold started twice still starts one run."""
+    by it, so that a hold started twice still starts one run (and with its concurrency slots
+    and priority taken from its first event, as any run's)."""
     if not records:
         # Events are kept longer than any hold: only a database edited by hand gets here.
         logger.error("%s: the held events of key %r are gone", change.function_id, change.key)
         return []
-    return [
-        m.CreateRun(
-            run_id=derived_id(event_id, change.function_id),
-            function_id=change.function_id,
-            app_id=change.app_id,
-            event_id=event_id,
-            events=[record.payload() for record in records],
-        )
-    ]
+    return [change.start(event_id, [record.payload() for record in records])]

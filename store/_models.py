@@ -17,6 +17,7 @@ QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
 )
 TERMINAL = (COMPLETED, FAILED, CANCELLED)
 STEP_RUNNING, STEP_WAITING = "Running", "Waiting"
+JOB_PENDING = "pending"
 
 WAIT_EVENT, WAIT_SIGNAL, WAIT_INVOKE = "event", "signal", "invoke"
 TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
@@ -225,9 +226,30 @@ class TimerRecord:
 # Changes, applied in order inside one transaction by `Store.apply`.
 
 
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """A concurrency pool a run's steps draw from: its key, and the limit this run obeys."""
+
+    key: str
+    limit: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingJob:
+    """A job waiting for admission: its place in line and the slots it needs."""
+
+    job_id: str
+    order_at: int
+    slots: tuple[Slot, ...]
+
+
 @dataclasses.dataclass
 class CreateRun:
-    """Creates a run and its first job, once per (event, function)."""
+    """Creates a run and its first job, once per (event, function).
+
+    With `slots`, the run's jobs are created pending and wait for admission in line order:
+    queued time moved `priority_ms` earlier.
+    """
 
     run_id: str
     function_id: str
@@ -235,6 +257,8 @@ class CreateRun:
     event_id: str
     events: list[dict[str, Any]]
     parent: dict[str, Any] | None = None
+    slots: tuple[Slot, ...] = ()
+    priority_ms: int = 0
 
 
 @dataclasses.dataclass
@@ -346,39 +370,46 @@ class BatchRule(Protocol):
     def is_full(self, batch: OpenBatch) -> bool: ...
 
 
+class RunStarter(Protocol):
+    def __call__(self, event_id: str, events: list[dict[str, Any]]) -> CreateRun:
+        """The run a hold starts with `events`, listed under (and keyed by) `event_id`."""
+        ...
+
+
 @dataclasses.dataclass
 class HoldDebounced:
     """Makes `event_id` the latest event of its key's burst; `rule` (decided from the burst
     read and locked in the same transaction) moves the burst's timer."""
 
     function_id: str
-    app_id: str
     key: str
     event_id: str
     rule: DebounceRule
+    start: RunStarter
 
 
 @dataclasses.dataclass
 class AddToBatch:
-    """Adds `event_id` to its key's open batch; a batch that `rule` finds full starts its run."""
+    """Adds `event_id` to its key's open batch; a batch that `rule` finds full starts its run
+    (made by `start`)."""
 
     function_id: str
-    app_id: str
     key: str
     event_id: str
     rule: BatchRule
+    start: RunStarter
 
 
 @dataclasses.dataclass
 class StartHeld:
-    """A hold timer fired: starts the run of the key's burst or batch if it is due (else
-    re-arms the timer at its due time; nothing if it has started already)."""
+    """A hold timer fired: starts the run of the key's burst or batch (made by `start`) if it
+    is due, else re-arms the timer at its due time; nothing if it has started already."""
 
     kind: str
     """TIMER_DEBOUNCE or TIMER_BATCH."""
     function_id: str
-    app_id: str
     key: str
+    start: RunStarter
 
 
 HOLDS = (HoldDebounced, AddToBatch, StartHeld)
@@ -406,6 +437,8 @@ class Applied:
     events: list[EventRecord] = dataclasses.field(default_factory=list)
     cancelled: list[RunRecord] = dataclasses.field(default_factory=list)
     """Runs cancelled: their workers are told to stop starting steps."""
+    admission_keys: set[str] = dataclasses.field(default_factory=set)
+    """Concurrency pools with a job created pending or a slot freed: admit into them."""
     done: bool = True
     """False when the guard refused it: already applied elsewhere, or no longer valid."""
 
@@ -413,6 +446,7 @@ class Applied:
         self.jobs.extend(other.jobs)
         self.events.extend(other.events)
         self.cancelled.extend(other.cancelled)
+        self.admission_keys |= other.admission_keys
 
 
 def _iso(ms: int | None) -> str | None:

@@ -9,7 +9,10 @@ each other but never deadlock:
 2. event keys (deduplication), sorted by key (`lock_event_keys`);
 3. flow-control state: debounce bursts, then open batches, each sorted by (function, key)
    (`_holds.lock`);
-4. then anything else: events, steps, waits, timers, jobs.
+4. concurrency pools (`lock_slot_keys`), sorted by key, taken only by admission, which runs in
+   a transaction of its own and takes no run lock;
+5. then anything else: events, steps, waits, timers, jobs. Admission updates the pending jobs
+   it chose last; a job deleted meanwhile (its run cancelled) is simply not admitted.
 
 Rows that belong to no run are claimed with SKIP LOCKED (due timers, stale jobs) or locked on
 their own in a transaction of their own (a job's checkpoint and finish, which touch its job,
@@ -22,7 +25,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tideflow._core import protocol
@@ -275,8 +278,12 @@ class SqlStore(Store, abc.ABC):
         async with self._transaction() as tx:
             runs = await self._lock_runs(tx, [c for _, changes in batch for c in changes])
             for job_id, changes in batch:
-                if await tx.execute("delete_done_job", {"job_id": job_id}):
-                    results.append(await self._apply(tx, changes, now, runs))
+                deleted = await tx.fetch("delete_done_job", {"job_id": job_id})
+                if deleted:
+                    applied = await self._apply(tx, changes, now, runs)
+                    # The job no longer holds its slots: others may be admitted.
+                    applied.admission_keys |= _slot_keys(deleted[0])
+                    results.append(applied)
                 else:
                     results.append(m.Applied(done=False))
         return results
@@ -292,6 +299,51 @@ class SqlStore(Store, abc.ABC):
                 "republish_stale_jobs", {"now": now, "before": published_before, "limit": limit}
             )
         return [codec.job(row) for row in rows]
+
+    # Admission
+
+    async def admit(
+        self,
+        keys: Sequence[str],
+        now: int,
+        decide: Callable[[Sequence[m.PendingJob], Mapping[str, int]], Sequence[str]],
+        *,
+        per_key: int,
+    ) -> tuple[list[m.JobRecord], set[str]]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch(
+                "select_pending_jobs", {"keys": sorted(set(keys)), "per_key": per_key}
+            )
+            if not rows:
+                return [], set()
+            waiting = sorted(
+                {row["job_id"]: codec.pending_job(row) for row in rows}.values(),
+                key=lambda job: (job.order_at, job.job_id),
+            )
+            # Every pool a candidate draws from, not only those asked for: a job is admitted
+            # only with all its pools locked and counted.
+            pools = sorted({slot.key for job in waiting for slot in job.slots})
+            if self.locks_rows:
+                await tx.execute("lock_slot_keys", {"keys": pools})
+            in_use = {
+                row["key"]: int(row["used"])
+                for row in await tx.fetch("count_slots_in_use", {"keys": pools})
+            }
+            chosen = list(decide(waiting, in_use))
+            admitted = (
+                await tx.fetch("admit_jobs", {"job_ids": chosen, "now": now}) if chosen else []
+            )
+        waiting_per_pool: dict[str, int] = {}
+        for job in waiting:
+            for slot in job.slots:
+                waiting_per_pool[slot.key] = waiting_per_pool.get(slot.key, 0) + 1
+        more = {key for key, count in waiting_per_pool.items() if count >= per_key}
+        return [codec.job(row) for row in admitted], more if admitted else set()
+
+    async def pending_slot_keys(self, limit: int) -> list[str]:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_pending_keys", {"limit": limit})
+        return [row["key"] for row in rows]
 
     # Timers
 
@@ -571,9 +623,10 @@ class SqlStore(Store, abc.ABC):
             "parent": codec.dumps(change.parent),
             "now": now,
         }
+        slots = {**codec.slot_params(change.slots), "priority_ms": change.priority_ms}
         # One statement: the run, and its first job only if the run is new.
-        rows = await tx.fetch("insert_run", {**params, "job_id": new_id(now)})
-        applied.jobs.extend(codec.job(row) for row in rows)
+        rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
+        _collect_jobs(rows, applied)
         if rows:
             runs[change.run_id] = m.QUEUED
 
@@ -585,7 +638,7 @@ class SqlStore(Store, abc.ABC):
             "insert_job_if_idle",
             {"job_id": job_id, "run_id": run_id, "attempt": attempt, "now": now},
         )
-        applied.jobs.extend(codec.job(row) for row in rows)
+        _collect_jobs(rows, applied)
 
     async def _resolve_step(
         self, tx: Tx, change: m.ResolveStep, now: int, applied: m.Applied
@@ -661,6 +714,8 @@ class SqlStore(Store, abc.ABC):
             applied.done = False
             return
         runs[change.run_id] = change.status
+        # Its jobs are gone, and with them any slots they held.
+        applied.admission_keys |= _slot_keys(rows[0])
         parent = codec.loads(rows[0]["parent"])
         if parent and parent["run_id"] not in runs:
             # Not named by the change (`parent_run_id`), so not locked in order: lock it now.
@@ -677,3 +732,16 @@ class SqlStore(Store, abc.ABC):
                     f"invoked run {change.run_id} was {change.status.lower()}",
                 )
             await self._resolve_step(tx, resolve, now, applied)
+
+
+def _collect_jobs(rows: Sequence[Mapping[str, Any]], applied: m.Applied) -> None:
+    """New jobs: queued ones to publish; pending ones wait for admission into their pools."""
+    for row in rows:
+        if row["status"] == m.JOB_PENDING:
+            applied.admission_keys |= _slot_keys(row)
+        else:
+            applied.jobs.append(codec.job(row))
+
+
+def _slot_keys(row: Mapping[str, Any]) -> set[str]:
+    return {key for key in (row["slot_key_1"], row["slot_key_2"]) if key is not None}

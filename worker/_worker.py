@@ -11,6 +11,7 @@ from tideflow import Function, Settings, errors
 from tideflow._core import protocol
 from tideflow._core.backoff import Backoff, pause
 from tideflow._core.ids import new_id
+from tideflow._core.tasks import cancel_and_wait
 from tideflow.broker import (
     Broker,
     CancelNotice,
@@ -111,12 +112,9 @@ class Worker:
             await stop.wait()
         finally:
             self._stopping = True
-            for consumer in consumers:
-                consumer.cancel()
-            await asyncio.gather(*consumers, return_exceptions=True)
+            await cancel_and_wait(consumers)
             await self._drain()
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            await cancel_and_wait([listener])
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -130,9 +128,7 @@ class Worker:
             logger.warning(
                 "abandoning %d jobs still running; their leases will lapse", len(running)
             )
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await cancel_and_wait(running)
 
     async def _consume(self, app_id: str) -> None:
         slots = asyncio.Semaphore(self._concurrency)

@@ -19,14 +19,14 @@ class Spec:
     key: Expression | None
     if_exp: Expression | None
 
-    def hold(self, run: m.CreateRun, event: dict[str, Any]) -> m.CreateRun | m.AddToBatch:
+    def hold(
+        self, run: m.CreateRun, event: dict[str, Any], start: m.RunStarter
+    ) -> m.CreateRun | m.AddToBatch:
         """Adds the event of `run` to its key's batch, or starts `run` alone when `if_exp`
         is false for it (or fails to evaluate: a filter never blocks its event)."""
         if self.if_exp is not None and not self.if_exp.matches({"event": event}):
             return run
-        return m.AddToBatch(
-            run.function_id, run.app_id, key_value(self.key, event), run.event_id, self
-        )
+        return m.AddToBatch(run.function_id, key_value(self.key, event), run.event_id, self, start)
 
     def on_event(self, batch: m.OpenBatch | None, event_id: str, now: int) -> m.OpenBatch:
         """The batch with `event_id` added: the first event opens it, due `timeout` later."""

@@ -18,10 +18,10 @@ class Spec:
     key: Expression | None
     timeout_ms: int | None
 
-    def hold(self, run: m.CreateRun, event: dict[str, Any]) -> m.HoldDebounced:
+    def hold(self, run: m.CreateRun, event: dict[str, Any], start: m.RunStarter) -> m.HoldDebounced:
         """Holds the event of `run` (not created) in its key's burst."""
         return m.HoldDebounced(
-            run.function_id, run.app_id, key_value(self.key, event), run.event_id, self
+            run.function_id, key_value(self.key, event), run.event_id, self, start
         )
 
     def on_event(self, burst: m.Burst | None, event_id: str, now: int) -> m.Burst:

@@ -29,5 +29,10 @@ class Spec:
         return max(-LIMIT_S, min(LIMIT_S, seconds))
 
 
+def offset_ms(spec: Spec | None, event: dict[str, Any]) -> int:
+    """How much earlier than its queued time a run stands in line."""
+    return 0 if spec is None else spec.seconds(event) * 1000
+
+
 def parse(config: dict[str, Any] | None) -> Spec | None:
     return None if config is None else Spec(compile_expression(config["run"]))

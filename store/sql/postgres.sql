@@ -177,24 +177,36 @@ SELECT * FROM waits WHERE kind = 'event' AND event_name = %(event_name)s
 
 -- name: insert_run
 WITH run AS (
-    INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent)
+    INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
+                      slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
     VALUES (%(run_id)s, %(function_id)s, %(app_id)s, %(event_id)s, 'Queued', %(events)s, %(now)s,
-            %(parent)s)
+            %(parent)s, %(slot_key_1)s, %(slot_limit_1)s, %(slot_key_2)s, %(slot_limit_2)s,
+            %(now)s - %(priority_ms)s)
     ON CONFLICT DO NOTHING
-    RETURNING run_id, function_id, app_id
+    RETURNING run_id, function_id, app_id, slot_key_1, slot_limit_1, slot_key_2, slot_limit_2,
+              order_at
 )
-INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at)
-SELECT %(job_id)s, run_id, function_id, app_id, 0, 'queued', %(now)s FROM run
-RETURNING job_id, run_id, function_id, app_id, attempt
+INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+SELECT %(job_id)s, run_id, function_id, app_id, 0,
+       CASE WHEN slot_key_1 IS NULL THEN 'queued' ELSE 'pending' END, %(now)s,
+       slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at
+FROM run
+RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
 
 -- name: insert_job_if_idle
 -- ON CONFLICT (with jobs_one_queued_per_run) covers a concurrent dispatch of the same run.
-INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at)
-SELECT %(job_id)s, run_id, function_id, app_id, %(attempt)s, 'queued', %(now)s FROM runs
+INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+SELECT %(job_id)s, run_id, function_id, app_id, %(attempt)s,
+       CASE WHEN slot_key_1 IS NULL THEN 'queued' ELSE 'pending' END, %(now)s,
+       slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at
+FROM runs
 WHERE run_id = %(run_id)s AND status IN ('Queued', 'Running')
-  AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = %(run_id)s AND status = 'queued')
+  AND NOT EXISTS (
+      SELECT 1 FROM jobs WHERE run_id = %(run_id)s AND status IN ('pending', 'queued'))
 ON CONFLICT DO NOTHING
-RETURNING job_id, run_id, function_id, app_id, attempt
+RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
 
 -- name: claim_job
 -- Locks the run first (the lock order), then leases the job. A concurrent claim waits on the
@@ -336,7 +348,7 @@ UPDATE runs SET attempt = %(attempt)s WHERE run_id = %(run_id)s AND attempt < %(
 WITH finished AS (
     UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s, ended_at = %(now)s
     WHERE run_id = %(run_id)s AND status NOT IN ('Completed', 'Failed', 'Cancelled')
-    RETURNING run_id, parent
+    RETURNING run_id, parent, slot_key_1, slot_key_2
 ), waits_gone AS (
     DELETE FROM waits WHERE run_id IN (SELECT run_id FROM finished)
 ), jobs_gone AS (
@@ -344,7 +356,7 @@ WITH finished AS (
 ), timers_gone AS (
     DELETE FROM timers WHERE run_id IN (SELECT run_id FROM finished) AND kind <> 'cron'
 )
-SELECT parent FROM finished
+SELECT parent, slot_key_1, slot_key_2 FROM finished
 
 -- name: select_job_outcomes
 SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*
@@ -353,6 +365,7 @@ WHERE jobs.status = 'done' AND jobs.job_id = ANY(%(job_ids)s)
 
 -- name: delete_done_job
 DELETE FROM jobs WHERE job_id = %(job_id)s AND status = 'done'
+RETURNING slot_key_1, slot_key_2
 
 -- name: select_stale_outcomes
 SELECT job_id FROM jobs WHERE status = 'done' AND done_at < %(before)s
@@ -464,6 +477,66 @@ SELECT app_id, COUNT(*) AS count FROM jobs WHERE status = 'queued' GROUP BY app_
 
 -- name: count_unprocessed_events
 SELECT COUNT(*) AS count FROM events WHERE processed = 0
+
+
+-- name: migration_3
+-- The admission stage. A run of a function with concurrency limits names the slot pools its
+-- steps draw from (up to two keys, each with its limit) and its place in line (`order_at`:
+-- queued_at moved earlier by its priority); its jobs copy them, are created `pending`, and
+-- become `queued` (published) only when admitted. A job holds a slot while `queued` or
+-- `leased`: slots are counted from those rows, under the pool's lock row in slot_keys.
+ALTER TABLE runs ADD COLUMN slot_key_1 TEXT, ADD COLUMN slot_limit_1 INTEGER,
+    ADD COLUMN slot_key_2 TEXT, ADD COLUMN slot_limit_2 INTEGER, ADD COLUMN order_at BIGINT;
+ALTER TABLE jobs ADD COLUMN slot_key_1 TEXT, ADD COLUMN slot_limit_1 INTEGER,
+    ADD COLUMN slot_key_2 TEXT, ADD COLUMN slot_limit_2 INTEGER, ADD COLUMN order_at BIGINT;
+DROP INDEX jobs_one_queued_per_run;
+CREATE UNIQUE INDEX jobs_one_queued_per_run ON jobs (run_id) WHERE status IN ('pending', 'queued');
+CREATE INDEX jobs_pending_1 ON jobs (slot_key_1, order_at, job_id) WHERE status = 'pending';
+CREATE INDEX jobs_pending_2 ON jobs (slot_key_2, order_at, job_id)
+    WHERE status = 'pending' AND slot_key_2 IS NOT NULL;
+CREATE INDEX jobs_holding_1 ON jobs (slot_key_1)
+    WHERE status IN ('queued', 'leased') AND slot_key_1 IS NOT NULL;
+CREATE INDEX jobs_holding_2 ON jobs (slot_key_2)
+    WHERE status IN ('queued', 'leased') AND slot_key_2 IS NOT NULL;
+CREATE TABLE slot_keys (key TEXT PRIMARY KEY);
+
+-- name: select_pending_jobs
+-- The first `per_key` waiting jobs of each pool, in line order (an index range each).
+SELECT j.* FROM unnest(%(keys)s::text[]) AS k(key) CROSS JOIN LATERAL (
+    SELECT job_id, slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at FROM jobs
+    WHERE status = 'pending' AND slot_key_1 = k.key
+    ORDER BY order_at, job_id LIMIT %(per_key)s
+) AS j
+UNION
+SELECT j.* FROM unnest(%(keys)s::text[]) AS k(key) CROSS JOIN LATERAL (
+    SELECT job_id, slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at FROM jobs
+    WHERE status = 'pending' AND slot_key_2 = k.key
+    ORDER BY order_at, job_id LIMIT %(per_key)s
+) AS j
+
+-- name: lock_slot_keys
+-- Lock order (see store/_sql.py): after runs and event keys, sorted. Two replicas admitting
+-- into one pool take turns here, and each counts the pool's slots after its turn begins.
+INSERT INTO slot_keys (key)
+SELECT key FROM unnest(%(keys)s::text[]) AS key ORDER BY key
+ON CONFLICT (key) DO UPDATE SET key = excluded.key
+
+-- name: count_slots_in_use
+SELECT key, COUNT(*) AS used FROM (
+    SELECT slot_key_1 AS key FROM jobs
+    WHERE slot_key_1 = ANY(%(keys)s) AND status IN ('queued', 'leased')
+    UNION ALL
+    SELECT slot_key_2 AS key FROM jobs
+    WHERE slot_key_2 = ANY(%(keys)s) AND status IN ('queued', 'leased')
+) AS holding GROUP BY key
+
+-- name: admit_jobs
+UPDATE jobs SET status = 'queued', published_at = %(now)s
+WHERE job_id = ANY(%(job_ids)s) AND status = 'pending'
+RETURNING job_id, run_id, function_id, app_id, attempt
+
+-- name: select_pending_keys
+SELECT DISTINCT slot_key_1 AS key FROM jobs WHERE status = 'pending' LIMIT %(limit)s
 
 
 -- name: migration_5

@@ -138,20 +138,30 @@ SELECT * FROM events WHERE name = :name ORDER BY received_at DESC, internal_id D
 SELECT * FROM waits WHERE kind = 'event' AND event_name = :event_name
 
 -- name: insert_run
-INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent)
-VALUES (:run_id, :function_id, :app_id, :event_id, 'Queued', :events, :now, :parent)
+INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+VALUES (:run_id, :function_id, :app_id, :event_id, 'Queued', :events, :now, :parent,
+        :slot_key_1, :slot_limit_1, :slot_key_2, :slot_limit_2, :now - :priority_ms)
 ON CONFLICT DO NOTHING;
 -- changes(): the rows the insert above made, so a run that existed gets no second job.
-INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at)
-SELECT :job_id, :run_id, :function_id, :app_id, 0, 'queued', :now WHERE changes() = 1
-RETURNING job_id, run_id, function_id, app_id, attempt
+INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+SELECT :job_id, :run_id, :function_id, :app_id, 0,
+       CASE WHEN :slot_key_1 IS NULL THEN 'queued' ELSE 'pending' END, :now,
+       :slot_key_1, :slot_limit_1, :slot_key_2, :slot_limit_2, :now - :priority_ms
+WHERE changes() = 1
+RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
 
 -- name: insert_job_if_idle
-INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at)
-SELECT :job_id, run_id, function_id, app_id, :attempt, 'queued', :now FROM runs
+INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+SELECT :job_id, run_id, function_id, app_id, :attempt,
+       CASE WHEN slot_key_1 IS NULL THEN 'queued' ELSE 'pending' END, :now,
+       slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at
+FROM runs
 WHERE run_id = :run_id AND status IN ('Queued', 'Running')
-  AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = :run_id AND status = 'queued')
-RETURNING job_id, run_id, function_id, app_id, attempt
+  AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = :run_id AND status IN ('pending', 'queued'))
+RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
 
 -- name: claim_job
 UPDATE jobs SET status = 'leased', lease_owner = :owner, lease_until = :lease_until
@@ -267,7 +277,7 @@ UPDATE runs SET attempt = :attempt WHERE run_id = :run_id AND attempt < :attempt
 -- name: finish_run
 UPDATE runs SET status = :status, output = :output, error = :error, ended_at = :now
 WHERE run_id = :run_id AND status NOT IN ('Completed', 'Failed', 'Cancelled')
-RETURNING parent;
+RETURNING parent, slot_key_1, slot_key_2;
 -- An ended run keeps no waits, timers (cron ticks belong to the function) or jobs (a job in a
 -- worker's hands loses its lease, so its late result is dropped); for a run that had ended
 -- already, these find nothing.
@@ -282,6 +292,7 @@ WHERE jobs.status = 'done' AND jobs.job_id IN (SELECT value FROM json_each(:job_
 
 -- name: delete_done_job
 DELETE FROM jobs WHERE job_id = :job_id AND status = 'done'
+RETURNING slot_key_1, slot_key_2
 
 -- name: select_stale_outcomes
 SELECT job_id FROM jobs WHERE status = 'done' AND done_at < :before ORDER BY done_at LIMIT :limit
@@ -384,6 +395,55 @@ SELECT app_id, COUNT(*) AS count FROM jobs WHERE status = 'queued' GROUP BY app_
 
 -- name: count_unprocessed_events
 SELECT COUNT(*) AS count FROM events WHERE processed = 0
+
+
+-- name: migration_3
+-- The admission stage (see postgres.sql). SQLite serialises writers: no lock rows needed.
+ALTER TABLE runs ADD COLUMN slot_key_1 TEXT;
+ALTER TABLE runs ADD COLUMN slot_limit_1 INTEGER;
+ALTER TABLE runs ADD COLUMN slot_key_2 TEXT;
+ALTER TABLE runs ADD COLUMN slot_limit_2 INTEGER;
+ALTER TABLE runs ADD COLUMN order_at INTEGER;
+ALTER TABLE jobs ADD COLUMN slot_key_1 TEXT;
+ALTER TABLE jobs ADD COLUMN slot_limit_1 INTEGER;
+ALTER TABLE jobs ADD COLUMN slot_key_2 TEXT;
+ALTER TABLE jobs ADD COLUMN slot_limit_2 INTEGER;
+ALTER TABLE jobs ADD COLUMN order_at INTEGER;
+CREATE INDEX jobs_pending_1 ON jobs (slot_key_1, order_at, job_id) WHERE status = 'pending';
+CREATE INDEX jobs_pending_2 ON jobs (slot_key_2, order_at, job_id)
+    WHERE status = 'pending' AND slot_key_2 IS NOT NULL;
+CREATE INDEX jobs_holding_1 ON jobs (slot_key_1)
+    WHERE status IN ('queued', 'leased') AND slot_key_1 IS NOT NULL;
+CREATE INDEX jobs_holding_2 ON jobs (slot_key_2)
+    WHERE status IN ('queued', 'leased') AND slot_key_2 IS NOT NULL
+
+-- name: select_pending_jobs
+SELECT job_id, slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at FROM (
+    SELECT *, row_number() OVER (PARTITION BY slot_key_1 ORDER BY order_at, job_id) AS place
+    FROM jobs WHERE status = 'pending' AND slot_key_1 IN (SELECT value FROM json_each(:keys))
+) WHERE place <= :per_key
+UNION
+SELECT job_id, slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at FROM (
+    SELECT *, row_number() OVER (PARTITION BY slot_key_2 ORDER BY order_at, job_id) AS place
+    FROM jobs WHERE status = 'pending' AND slot_key_2 IN (SELECT value FROM json_each(:keys))
+) WHERE place <= :per_key
+
+-- name: count_slots_in_use
+SELECT key, COUNT(*) AS used FROM (
+    SELECT slot_key_1 AS key FROM jobs
+    WHERE slot_key_1 IN (SELECT value FROM json_each(:keys)) AND status IN ('queued', 'leased')
+    UNION ALL
+    SELECT slot_key_2 AS key FROM jobs
+    WHERE slot_key_2 IN (SELECT value FROM json_each(:keys)) AND status IN ('queued', 'leased')
+) GROUP BY key
+
+-- name: admit_jobs
+UPDATE jobs SET status = 'queued', published_at = :now
+WHERE job_id IN (SELECT value FROM json_each(:job_ids)) AND status = 'pending'
+RETURNING job_id, run_id, function_id, app_id, attempt
+
+-- name: select_pending_keys
+SELECT DISTINCT slot_key_1 AS key FROM jobs WHERE status = 'pending' LIMIT :limit
 
 
 -- name: migration_5

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from typing import Any
 
 import tideflow
@@ -121,3 +123,35 @@ async def test_every_event_of_concurrent_sends_reaches_exactly_one_run(
     assert sorted(len(result["ns"]) for result in results) == [2, 4, 4, 4, 4, 4, 4, 4]
     assert each_once(ids, results)
     assert all(result["first"] == result["ns"][0] for result in results)
+
+
+async def test_batched_runs_obey_the_functions_concurrency_limit(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
+    spans: list[tuple[float, float]] = []
+
+    async def work(seconds: float) -> None:
+        start = time.monotonic()
+        await asyncio.sleep(seconds)
+        spans.append((start, time.monotonic()))
+
+    @client.create_function(
+        fn_id="batched-limited",
+        trigger=tideflow.TriggerEvent(event="t/item"),
+        batch_events=tideflow.Batch(max_size=2, timeout="1s"),
+        concurrency=1,
+    )
+    async def batched_limited(ctx: tideflow.Context) -> list[int]:
+        await ctx.step.run("work", work, 0.2)
+        return [event.data["n"] for event in ctx.events]
+
+    async with engine_for(client) as engine:
+        ids = await engine.send(*({"name": "t/item", "data": {"n": n}} for n in range(6)))
+        runs = [(await engine.wait_for_runs(ids[n]))[0] for n in (0, 2, 4)]
+        ended = [await engine.wait_for_run(run["run_id"]) for run in runs]
+
+    assert [run["output"] for run in ended] == [[0, 1], [2, 3], [4, 5]]
+    # The three runs started together; one slot made their steps take turns.
+    spans.sort()
+    assert len(spans) == 3
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans))

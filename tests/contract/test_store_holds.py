@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Any
 
+from tideflow._core.ids import derived_id
 from tideflow.scheduler.flow import batching, debounce
 from tideflow.store import Store
 from tideflow.store import metrics as store_metrics
@@ -24,13 +26,17 @@ def event(at: int) -> m.EventRecord:
     )
 
 
+def start(event_id: str, events: list[dict[str, Any]]) -> m.CreateRun:
+    return m.CreateRun(derived_id(event_id, FN), FN, "app", event_id, events)
+
+
 def held(evt: m.EventRecord, key: str = "k") -> m.HoldDebounced:
-    return m.HoldDebounced(FN, "app", key, evt.internal_id, DEBOUNCE)
+    return m.HoldDebounced(FN, key, evt.internal_id, DEBOUNCE, start)
 
 
 def batched(evt: m.EventRecord, max_size: int, key: str = "k") -> m.AddToBatch:
     rule = batching.Spec(max_size=max_size, timeout_ms=1000, key=None, if_exp=None)
-    return m.AddToBatch(FN, "app", key, evt.internal_id, rule)
+    return m.AddToBatch(FN, key, evt.internal_id, rule, start)
 
 
 def statements(store: Store) -> float:
@@ -43,7 +49,7 @@ async def fire(store: Store, now: int, owner: str = "scheduler") -> list[m.Appli
     timers = await store.claim_timers(owner, now, now + 60_000, 10)
     return [
         await store.fire_timer(
-            timer, owner, [m.StartHeld(timer.kind, timer.run_id, "app", timer.step_hash)], now
+            timer, owner, [m.StartHeld(timer.kind, timer.run_id, timer.step_hash, start)], now
         )
         for timer in timers
     ]
@@ -75,8 +81,8 @@ async def test_an_event_arriving_after_the_claim_supersedes_the_claimed_timer(
     (timer,) = await store.claim_timers("slow", NOW + 1000, NOW + 60_000, 10)
 
     await store.process_events([(late, [held(late)])], NOW + 1200)
-    start = m.StartHeld(m.TIMER_DEBOUNCE, FN, "app", "k")
-    applied = await store.fire_timer(timer, "slow", [start], NOW + 1200)
+    starting = m.StartHeld(m.TIMER_DEBOUNCE, FN, "k", start)
+    applied = await store.fire_timer(timer, "slow", [starting], NOW + 1200)
 
     assert not applied.done
     assert await store.runs_for_event(first.internal_id) == []

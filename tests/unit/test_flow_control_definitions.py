@@ -22,10 +22,8 @@ def define(**options: Any) -> tideflow.Function:
 
 
 NOT_APPLIED_YET = {
-    "concurrency": 2,
     "throttle": tideflow.Throttle(limit=1, period="1s"),
     "rate_limit": tideflow.RateLimit(limit=1, period="1s"),
-    "priority": tideflow.Priority(run="1"),
     "singleton": tideflow.Singleton(),
     "idempotency": "event.data.id",
     "cancel": tideflow.Cancel(event="t/stop"),
@@ -37,3 +35,31 @@ NOT_APPLIED_YET = {
 def test_an_option_not_applied_yet_is_refused_not_ignored(option: str) -> None:
     with pytest.raises(errors.ConfigError, match=rf"^guarded: {option} is not supported"):
         define(**{option: NOT_APPLIED_YET[option]})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, r"^guarded: concurrency\.limit must be an int in 1\.\.100000, got 0"),
+        (
+            {"concurrency": [tideflow.Concurrency(limit=1)] * 3},
+            r"^guarded: concurrency takes 1 to 2 constraints, got 3",
+        ),
+        (
+            {"concurrency": tideflow.Concurrency(limit=1, scope="planet")},  # type: ignore[arg-type]
+            r"^guarded: concurrency\.scope must be one of",
+        ),
+        ({"concurrency": "2"}, r"^guarded: concurrency must be a tideflow\.Concurrency"),
+        (
+            {"concurrency": tideflow.Concurrency(limit=1, key="event.data.user ==")},
+            r"guarded: concurrency\.key: ",
+        ),
+        ({"priority": tideflow.Priority(run="event.data.(")}, r"guarded: priority\.run: "),
+        ({"priority": "event.data.p"}, r"^guarded: priority must be a tideflow\.Priority"),
+    ],
+)
+def test_a_bad_option_is_refused_naming_the_function_and_the_option(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(errors.ConfigError, match=message):
+        define(**options)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import tideflow
 from tideflow import errors
-from tideflow.scheduler import _holding as holding
+from tideflow._core.ids import derived_id
 from tideflow.scheduler import _planning as planning
 from tideflow.scheduler._registry import Registry, _spec
 from tideflow.scheduler.flow import batching, debounce
@@ -144,12 +144,33 @@ def test_an_event_of_a_debounced_function_is_held_under_its_key_value() -> None:
     registry = registry_of({"debounce": {"period_ms": 1000, "key": "event.data.user"}})
     (change,) = planning.plan_event(event({"user": "ada"}), registry, [])
     assert isinstance(change, m.HoldDebounced)
-    assert (change.function_id, change.app_id, change.key, change.event_id) == (
-        "a-f",
-        "a",
-        "ada",
-        "E1",
+    assert (change.function_id, change.key, change.event_id) == ("a-f", "ada", "E1")
+
+
+def test_a_held_run_is_made_as_any_run_from_its_first_event() -> None:
+    config = {
+        "debounce": {"period_ms": 1000, "key": "event.data.user"},
+        "concurrency": [{"limit": 2, "key": "event.data.user", "scope": "fn"}],
+        "priority": {"run": "event.data.vip ? 60 : 0"},
+    }
+    registry = registry_of(config)
+    (change,) = planning.plan_event(event({"user": "ada"}), registry, [], env="prod")
+    assert isinstance(change, m.HoldDebounced)
+    later = {"name": "t/x", "data": {"user": "bob", "vip": True}, "id": "E9"}
+
+    run = change.start("E9", [later])
+
+    spec = registry.get("a-f")
+    assert spec is not None
+    direct = planning.new_run(
+        spec,
+        m.EventRecord(internal_id="E9", name="t/x", data=later["data"], ts=1, received_at=1),
+        [later],
+        "prod",
     )
+    assert run == direct
+    assert (run.event_id, run.events, run.priority_ms) == ("E9", [later], 60_000)
+    assert run.slots
 
 
 def test_an_event_failing_the_batch_if_exp_starts_its_own_run() -> None:
@@ -166,6 +187,9 @@ def test_an_event_failing_the_batch_if_exp_starts_its_own_run() -> None:
 def test_a_hold_timer_starts_its_function_and_key() -> None:
     registry = registry_of({"batch_events": {"max_size": 5, "timeout_ms": 1000}})
     timer = m.TimerRecord("T1", m.TIMER_BATCH, "a-f", "ada", 1000)
-    assert holding.on_timer(timer, registry) == [m.StartHeld(m.TIMER_BATCH, "a-f", "a", "ada")]
+    (change,) = planning.plan_timer(timer, registry, 2000)
+    assert isinstance(change, m.StartHeld)
+    assert (change.kind, change.function_id, change.key) == (m.TIMER_BATCH, "a-f", "ada")
+    assert change.start("E1", [{"id": "E1"}]).run_id == derived_id("E1", "a-f")
     gone = m.TimerRecord("T2", m.TIMER_DEBOUNCE, "a-gone", "", 1000)
     assert planning.plan_timer(gone, registry, 2000) == []
