@@ -16,6 +16,7 @@ from tideflow.store import models as m
 from . import _backoff as backoff
 from . import _system_events as system_events
 from ._registry import Registry
+from .flow import run_gates
 
 
 def plan_event(
@@ -36,6 +37,7 @@ def plan_event(
                     app_id=spec.app_id,
                     event_id=event.internal_id,
                     events=[payload],
+                    gates=run_gates.for_run(spec, payload),
                 )
             )
     for wait in waits:
@@ -69,6 +71,8 @@ def _targeted_run(
             event_id=event.internal_id,
             events=[payload],
             parent=parent,
+            # An invocation's parent waits on its run: gates apply to cron ticks, not to it.
+            gates=run_gates.for_run(spec, payload) if parent is None else (),
         )
     ]
 

@@ -173,6 +173,8 @@ class Scheduler:
         plans = [(record, planning.plan_event(record, self._registry, waits)) for record in records]
         applied = await self._store.process_events(plans, self.now_ms())
         _metrics.EVENTS.inc(len(records))
+        for run in applied.cancelled:  # by a singleton
+            store_metrics.run_finished(run.function_id, m.CANCELLED)
         await self._dispatcher.publish(applied)
 
     async def _refresh_if_unknown(self, records: Sequence[m.EventRecord]) -> None:
@@ -288,6 +290,7 @@ class Scheduler:
         stale_events = await self._store.unprocessed_events(now - grace_ms, _BATCH)
         if stale_events:
             await self.process_events(stale_events)
+        await self._store.forget_gate_state(now, _BATCH * 4)
 
     async def _registry_loop(self) -> None:
         failures = 0

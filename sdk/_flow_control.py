@@ -134,11 +134,8 @@ class FlowControl:
 _NOT_YET = (
     "concurrency",
     "throttle",
-    "rate_limit",
     "debounce",
     "priority",
-    "singleton",
-    "idempotency",
     "batch_events",
     "cancel",
     "timeouts",

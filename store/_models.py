@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tideflow._core import protocol
 from tideflow._core.protocol import ErrorInfo
+
+if TYPE_CHECKING:
+    from ._gates import Gate
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
     "Queued",
@@ -233,6 +236,9 @@ class CreateRun:
     event_id: str
     events: list[dict[str, Any]]
     parent: dict[str, Any] | None = None
+    gates: tuple[Gate, ...] = ()
+    """Flow-control rules that decide, in the transaction that applies this, whether the run
+    starts (rate limit, idempotency, singleton; in that order)."""
 
 
 @dataclasses.dataclass

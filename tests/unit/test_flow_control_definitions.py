@@ -24,11 +24,8 @@ def define(**options: Any) -> tideflow.Function:
 NOT_APPLIED_YET = {
     "concurrency": 2,
     "throttle": tideflow.Throttle(limit=1, period="1s"),
-    "rate_limit": tideflow.RateLimit(limit=1, period="1s"),
     "debounce": tideflow.Debounce(period="1s"),
     "priority": tideflow.Priority(run="1"),
-    "singleton": tideflow.Singleton(),
-    "idempotency": "event.data.id",
     "batch_events": tideflow.Batch(max_size=2, timeout="1s"),
     "cancel": tideflow.Cancel(event="t/stop"),
     "timeouts": tideflow.Timeouts(start="1m"),
