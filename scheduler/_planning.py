@@ -71,8 +71,9 @@ def _targeted_run(
             event_id=event.internal_id,
             events=[payload],
             parent=parent,
-            # An invocation's parent waits on its run: gates apply to cron ticks, not to it.
-            gates=run_gates.for_run(spec, payload) if parent is None else (),
+            # Of the runs asked for by name, only cron ticks pass the gates: an invocation (a
+            # step's, the API's) or a rerun is asked for explicitly, and someone awaits its run.
+            gates=run_gates.for_run(spec, payload) if event.name == names.CRON_EVENT else (),
         )
     ]
 
