@@ -374,7 +374,7 @@ class SqlStore(Store, abc.ABC):
         return {row["function_id"]: row["reason"] for row in rows}
 
     async def forget_gate_state(self, now: int, limit: int) -> int:
-        async with self._transaction() as tx:
+        async with self._autocommit() as tx:
             return await tx.execute("delete_expired_gate_state", {"now": now, "limit": limit})
 
     # Dashboard reads
