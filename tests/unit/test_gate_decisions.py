@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import tideflow
 from tideflow import errors
-from tideflow.scheduler._registry import _spec
+from tideflow.scheduler._planning import plan_event
+from tideflow.scheduler._registry import Registry, _spec
 from tideflow.scheduler.flow import idempotency, rate_limit, run_gates, singleton
 from tideflow.store import gates
 from tideflow.store import models as m
@@ -211,3 +212,36 @@ def test_a_runs_gates_come_in_flow_control_order_keyed_per_function_and_value() 
     assert other[0].key != limited.key
     assert other[1].key == once.key
     assert run_gates.gate_key("rate_limit", "gates-other", "a") != limited.key
+
+
+def test_events_and_cron_ticks_pass_the_gates_invocations_do_not() -> None:
+    registry = Registry()
+    spec = _spec(
+        {
+            "function_id": "gates-guarded",
+            "app_id": "gates",
+            "triggers": [{"event": "t/x"}, {"cron": "* * * * *"}],
+            "singleton": {"key": None, "mode": "skip"},
+        }
+    )
+    registry._functions = {spec.function_id: spec}
+
+    def planned(event: m.EventRecord) -> m.CreateRun:
+        (change,) = plan_event(event, registry, [])
+        assert isinstance(change, m.CreateRun)
+        return change
+
+    sent = m.EventRecord("e1", "t/x", {}, NOW, NOW)
+    tick = m.EventRecord.targeted(
+        "tideflow/scheduled.timer", {}, internal_id="e2", function_id=spec.function_id, now=NOW
+    )
+    invoked = m.EventRecord.targeted(
+        "tideflow/function.invoked",
+        {},
+        internal_id="e3",
+        function_id=spec.function_id,
+        now=NOW,
+        parent={"run_id": "parent", "step_hash": "h"},
+    )
+
+    assert [len(planned(event).gates) for event in (sent, tick, invoked)] == [1, 1, 0]
