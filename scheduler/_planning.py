@@ -16,7 +16,7 @@ from tideflow.store import models as m
 from . import _backoff as backoff
 from . import _system_events as system_events
 from ._registry import FunctionSpec, Registry
-from .flow import concurrency, priority
+from .flow import concurrency, priority, run_gates
 
 
 def plan_event(
@@ -30,7 +30,7 @@ def plan_event(
         for spec in registry.matching(event.name, payload):
             if _is_about_itself(event, spec.function_id):
                 continue
-            changes.append(new_run(spec, event, [payload], env))
+            changes.append(new_run(spec, event, [payload], env, gated=True))
     for wait in waits:
         if wait.event_name != event.name:
             continue
@@ -47,8 +47,11 @@ def new_run(
     events: list[dict[str, Any]],
     env: str,
     parent: dict[str, Any] | None = None,
+    *,
+    gated: bool,
 ) -> m.CreateRun:
-    """A run of `spec` started by `event` (the first of `events`), with its place in line."""
+    """A run of `spec` started by `event` (the first of `events`), with its place in line and,
+    if `gated`, the gates it must pass to start."""
     return m.CreateRun(
         run_id=derived_id(event.internal_id, spec.function_id),
         function_id=spec.function_id,
@@ -58,6 +61,7 @@ def new_run(
         parent=parent,
         slots=concurrency.slots(spec.concurrency, spec.function_id, env, events[0]),
         priority_ms=priority.offset_ms(spec.priority, events[0]),
+        gates=run_gates.for_run(spec, events[0]) if gated else (),
     )
 
 
@@ -74,7 +78,10 @@ def _targeted_run(
             "FunctionNotFoundError", f"no function {target['function_id']!r} is registered"
         )
         return [m.ResolveStep(parent["run_id"], parent["step_hash"], error=error)]
-    return [new_run(spec, event, [payload], env, parent)]
+    # Of the runs asked for by name, only cron ticks pass the gates: an invocation (a step's,
+    # the API's) or a rerun is asked for explicitly, and someone awaits its run.
+    gated = event.name == names.CRON_EVENT
+    return [new_run(spec, event, [payload], env, parent, gated=gated)]
 
 
 def _is_about_itself(event: m.EventRecord, function_id: str) -> bool:

@@ -133,10 +133,7 @@ class FlowControl:
 
 _NOT_YET = (
     "throttle",
-    "rate_limit",
     "debounce",
-    "singleton",
-    "idempotency",
     "batch_events",
     "cancel",
     "timeouts",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tideflow._core import protocol
 from tideflow._core.protocol import ErrorInfo
+
+if TYPE_CHECKING:
+    from ._gates import Gate
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
     "Queued",
@@ -257,6 +260,9 @@ class CreateRun:
     parent: dict[str, Any] | None = None
     slots: tuple[Slot, ...] = ()
     priority_ms: int = 0
+    gates: tuple[Gate, ...] = ()
+    """Flow-control rules that decide, in the transaction that applies this, whether the run
+    starts (rate limit, idempotency, singleton; in that order)."""
 
 
 @dataclasses.dataclass

@@ -7,9 +7,10 @@ each other but never deadlock:
 1. runs: the rows of every run the transaction changes, all at once, sorted by run id
    (`lock_runs`; a worker's job claim locks its run the same way before its job);
 2. event keys (deduplication), sorted by key (`lock_event_keys`);
-3. concurrency pools (`lock_slot_keys`), sorted by key, taken only by admission, which runs in
+3. flow-control state rows, sorted by key (`lock_gate_state`, see `_gates`);
+4. concurrency pools (`lock_slot_keys`), sorted by key, taken only by admission, which runs in
    a transaction of its own and takes no run lock;
-4. then anything else: events, steps, waits, timers, jobs. Admission updates the pending jobs
+5. then anything else: events, steps, waits, timers, jobs. Admission updates the pending jobs
    it chose last; a job deleted meanwhile (its run cancelled) is simply not admitted.
 
 Rows that belong to no run are claimed with SKIP LOCKED (due timers, stale jobs) or locked on
@@ -30,6 +31,7 @@ from tideflow._core import protocol
 from tideflow._core.ids import new_id
 
 from . import _codec as codec
+from . import _gates as gating
 from . import _models as m
 from . import _views as views
 from ._base import Store
@@ -105,11 +107,16 @@ class SqlStore(Store, abc.ABC):
         self, batch: Sequence[tuple[m.EventRecord, Sequence[m.Change]]], now: int
     ) -> m.Applied:
         applied = m.Applied()
+        every_change = [c for _, changes in batch for c in changes]
+        gates = gating.GatePass(every_change, locks_rows=self.locks_rows)
         async with self._transaction() as tx:
-            runs = await self._lock_runs(tx, [c for _, changes in batch for c in changes])
+            runs = await self._lock_run_ids(
+                tx, touched_runs(every_change) | await gates.runs_to_lock(tx)
+            )
             keys = sorted({event.id for event, _ in batch if event.id is not None})
             if keys and self.locks_rows:
                 await tx.execute("lock_event_keys", {"ids": keys})
+            await gates.lock(tx, now)
             for event, changes in batch:
                 # Stored, or found unprocessed, and marked processed at once: the row lock
                 # makes a concurrent processor of the same event wait, then find nothing to do.
@@ -118,7 +125,9 @@ class SqlStore(Store, abc.ABC):
                 if await self._is_duplicate(tx, event, now):
                     await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
                 else:
-                    applied.extend(await self._apply(tx, changes, now, runs))
+                    admitted = await gates.admit(tx, changes, now, runs, self._lock_run_ids)
+                    applied.extend(await self._apply(tx, admitted, now, runs))
+            await gates.finish(tx, applied, runs)
         return applied
 
     async def _is_duplicate(self, tx: Tx, event: m.EventRecord, now: int) -> bool:
@@ -408,6 +417,17 @@ class SqlStore(Store, abc.ABC):
                 return None, m.Applied(done=False)
             change.require_wait = False
             return run_id, await self._apply(tx, [change], now, runs)
+
+    # Gates (rate limit, idempotency, singleton)
+
+    async def run_refusals(self, event_id: str) -> dict[str, str]:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_run_refusals", {"event_id": event_id})
+        return {row["function_id"]: row["reason"] for row in rows}
+
+    async def forget_gate_state(self, now: int, limit: int) -> int:
+        async with self._autocommit() as tx:
+            return await tx.execute("delete_expired_gate_state", {"now": now, "limit": limit})
 
     # Dashboard reads
 

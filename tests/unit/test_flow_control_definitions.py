@@ -23,10 +23,7 @@ def define(**options: Any) -> tideflow.Function:
 
 NOT_APPLIED_YET = {
     "throttle": tideflow.Throttle(limit=1, period="1s"),
-    "rate_limit": tideflow.RateLimit(limit=1, period="1s"),
     "debounce": tideflow.Debounce(period="1s"),
-    "singleton": tideflow.Singleton(),
-    "idempotency": "event.data.id",
     "batch_events": tideflow.Batch(max_size=2, timeout="1s"),
     "cancel": tideflow.Cancel(event="t/stop"),
     "timeouts": tideflow.Timeouts(start="1m"),
