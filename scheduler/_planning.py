@@ -227,6 +227,8 @@ def plan_timer(timer: m.TimerRecord, registry: Registry, now: int) -> list[m.Cha
         if timer.payload.get("op") == protocol.OP_INVOKE:
             error = ErrorInfo("InvokeTimeoutError", "the invoked function did not finish in time")
         return [m.ResolveStep(timer.run_id, timer.step_hash, error=error)]
+    if timer.kind == m.TIMER_START:
+        return [m.Dispatch(timer.run_id)]
     if timer.kind == m.TIMER_RETRY:
         return [m.Dispatch(timer.run_id, int(timer.payload.get("attempt", 0)))]
     if timer.kind == m.TIMER_CRON:

@@ -132,7 +132,6 @@ class FlowControl:
 
 
 _NOT_YET = (
-    "throttle",
     "debounce",
     "batch_events",
     "cancel",

@@ -1,5 +1,5 @@
 """Gates: flow-control rules that decide, when an event would start a run, whether it does
-(rate limit, idempotency, singleton).
+(rate limit, idempotency, singleton) and when (throttle).
 
 A rule's decision is its own (a `Gate` the scheduler attaches to `CreateRun`); the store only
 reads the state the decision needs, inside the transaction that applies it, and writes back
@@ -57,6 +57,8 @@ class GateVerdict:
     """Runs cancelled as the new one starts (their workers are told)."""
     changes: tuple[m.Change, ...] = ()
     """What cancelling them takes: their end and its events, applied before the new run."""
+    start_at: int | None = None
+    """The run starts no earlier than this (a throttle): it is created, its first job is not."""
 
 
 class Gate(Protocol):
@@ -173,6 +175,9 @@ class GatePass:
             if verdict.holds:
                 self._holders[gate.key] = [_record(change, now)]
                 self._holding[change.run_id] = gate.key
+        starts = [verdict.start_at for _, verdict in verdicts if verdict.start_at is not None]
+        if starts:
+            change = dataclasses.replace(change, start_at=max(starts))
         admitted.append(change)
         return admitted
 

@@ -24,6 +24,8 @@ JOB_PENDING = "pending"
 
 WAIT_EVENT, WAIT_SIGNAL, WAIT_INVOKE = "event", "signal", "invoke"
 TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
+TIMER_START = "start"
+"""A run held before its first step (a throttle): its first job is made when it fires."""
 
 
 @dataclasses.dataclass
@@ -262,7 +264,9 @@ class CreateRun:
     priority_ms: int = 0
     gates: tuple[Gate, ...] = ()
     """Flow-control rules that decide, in the transaction that applies this, whether the run
-    starts (rate limit, idempotency, singleton; in that order)."""
+    starts (rate limit, idempotency, singleton; in that order) and when (throttle)."""
+    start_at: int | None = None
+    """Set by a throttle: the run is created now, its first job at this time (a timer)."""
 
 
 @dataclasses.dataclass

@@ -602,6 +602,15 @@ class SqlStore(Store, abc.ABC):
             "now": now,
         }
         slots = {**codec.slot_params(change.slots), "priority_ms": change.priority_ms}
+        if change.start_at is not None:
+            # Held (a throttle): the run now, its first job when the timer fires.
+            if await tx.execute("insert_held_run", {**params, **slots}):
+                runs[change.run_id] = m.QUEUED
+                timer = m.TimerRecord(
+                    new_id(now), m.TIMER_START, change.run_id, "", change.start_at
+                )
+                await tx.execute("insert_timer", codec.timer_params(timer))
+            return
         # One statement: the run, and its first job only if the run is new.
         rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
         _collect_jobs(rows, applied)

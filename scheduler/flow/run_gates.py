@@ -1,5 +1,5 @@
 """The gates a would-be run passes before it starts, in the order of DESIGN.md's flow control:
-rate limit, idempotency (both drop the event), singleton (skip or cancel). Each is decided by
+rate limit, idempotency (both drop the event), singleton (skip or cancel), throttle (delay). Each is decided by
 its rule's module in the store transaction that would create the run."""
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ def for_run(spec: FunctionSpec, event: dict[str, Any]) -> tuple[gates.Gate, ...]
         found.append(spec.idempotency.gate(spec.function_id, event))
     if spec.singleton is not None:
         found.append(spec.singleton.gate(spec.function_id, event))
+    if spec.throttle is not None:
+        found.append(spec.throttle.gate(spec.function_id, event))
     return tuple(found)
 
 

@@ -603,3 +603,12 @@ WHERE key IN (
     ORDER BY expires_at LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
+
+-- name: insert_held_run
+-- A run held before its first step (a throttle): no job yet; a start timer makes it.
+INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+VALUES (%(run_id)s, %(function_id)s, %(app_id)s, %(event_id)s, 'Queued', %(events)s, %(now)s,
+        %(parent)s, %(slot_key_1)s, %(slot_limit_1)s, %(slot_key_2)s, %(slot_limit_2)s,
+        %(now)s - %(priority_ms)s)
+ON CONFLICT DO NOTHING

@@ -506,3 +506,11 @@ DELETE FROM gate_state
 WHERE key IN (
     SELECT key FROM gate_state WHERE expires_at < :now ORDER BY expires_at LIMIT :limit
 )
+
+-- name: insert_held_run
+-- A run held before its first step (a throttle): no job yet; a start timer makes it.
+INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+VALUES (:run_id, :function_id, :app_id, :event_id, 'Queued', :events, :now, :parent,
+        :slot_key_1, :slot_limit_1, :slot_key_2, :slot_limit_2, :now - :priority_ms)
+ON CONFLICT DO NOTHING
