@@ -21,13 +21,16 @@ from _harness import (
     xact_commits,
 )
 
-WORKLOADS: dict[str, int] = {"one": 1, "ten": 10, "keyed": 1}
+WORKLOADS: dict[str, int] = {"one": 1, "ten": 10, "keyed": 1, "limited": 1}
 """Workload name -> steps a run."""
 
 COMMON_WORKLOADS = ("one", "ten")
 """What every system runs; the others are tideflow's flow control, which the peers lack."""
 
-LABELS = {"keyed": "keyed concurrency: 1,000 keys, limit 1 each"}
+LABELS = {
+    "keyed": "keyed concurrency: 1,000 keys, limit 1 each",
+    "limited": "concurrency 10 + throttle 5,000/s",
+}
 """How the table names a workload, when not by its name alone."""
 
 

@@ -17,6 +17,7 @@ client = tideflow.Client(
 ONE_EVENT = "bench/one"
 TEN_EVENT = "bench/ten"
 KEYED_EVENT = "bench/keyed"
+LIMITED_EVENT = "bench/limited"
 KEYS = 1000
 """Distinct concurrency keys the keyed workload's events spread over."""
 
@@ -44,5 +45,17 @@ async def ten(ctx: tideflow.Context) -> int:
     concurrency=[tideflow.Concurrency(limit=1, key="event.data.key")],
 )
 async def keyed(ctx: tideflow.Context) -> int:
+    await ctx.step.run("s0", noop)
+    return 1
+
+
+@client.create_function(
+    fn_id="limited",
+    trigger=tideflow.TriggerEvent(event=LIMITED_EVENT),
+    concurrency=10,
+    # Loose enough not to bind at this machine's rates: the row measures what the rule costs.
+    throttle=tideflow.Throttle(limit=5000, period="1s", burst=100),
+)
+async def limited(ctx: tideflow.Context) -> int:
     await ctx.step.run("s0", noop)
     return 1

@@ -246,7 +246,7 @@ def flow_control_notes(tf: dict[str, Any]) -> list[str]:
     the same invocation: what the rule costs."""
     base = tf.get("one", {}).get("runs_per_s")
     notes = []
-    for workload in ("keyed",):
+    for workload in ("keyed", "limited"):
         rate = tf.get(workload, {}).get("runs_per_s")
         if base and rate:
             notes.append(f"tideflow {LABELS.get(workload, workload)}: {rate / base:.2f} x one")

@@ -26,10 +26,22 @@ from _harness import (
     wait_until,
 )
 from _system import Options, System
-from bench_app import BUFFERED_STEPS_VARIABLE, KEYED_EVENT, KEYS, ONE_EVENT, TEN_EVENT
+from bench_app import (
+    BUFFERED_STEPS_VARIABLE,
+    KEYED_EVENT,
+    KEYS,
+    LIMITED_EVENT,
+    ONE_EVENT,
+    TEN_EVENT,
+)
 
-EVENTS = {"one": ONE_EVENT, "ten": TEN_EVENT, "keyed": KEYED_EVENT}
-FUNCTIONS = {"one": "bench-one", "ten": "bench-ten", "keyed": "bench-keyed"}
+EVENTS = {"one": ONE_EVENT, "ten": TEN_EVENT, "keyed": KEYED_EVENT, "limited": LIMITED_EVENT}
+FUNCTIONS = {
+    "one": "bench-one",
+    "ten": "bench-ten",
+    "keyed": "bench-keyed",
+    "limited": "bench-limited",
+}
 EXCHANGE = "tideflow.events"
 COUNTERS = {
     "statements": "tideflow_store_statements_total",
@@ -51,7 +63,7 @@ class TideflowSystem(System):
     name = "tideflow"
     own_code = ("tideflow/",)
     entry_code = ("tideflow/cli/",)
-    workloads = ("one", "ten", "keyed")
+    workloads = ("one", "ten", "keyed", "limited")
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)

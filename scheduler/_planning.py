@@ -18,7 +18,7 @@ from . import _backoff as backoff
 from . import _holding as holding
 from . import _system_events as system_events
 from ._registry import FunctionSpec, Registry
-from .flow import concurrency, priority
+from .flow import concurrency, priority, run_gates
 
 
 def plan_event(
@@ -32,7 +32,7 @@ def plan_event(
         for spec in registry.matching(event.name, payload):
             if _is_about_itself(event, spec.function_id):
                 continue
-            run = new_run(spec, event, [payload], env)
+            run = new_run(spec, event, [payload], env, gated=True)
             changes.append(holding.hold(run, spec, payload, _starter(spec, env)))
     for wait in waits:
         if wait.event_name != event.name:
@@ -50,9 +50,12 @@ def new_run(
     events: list[dict[str, Any]],
     env: str,
     parent: dict[str, Any] | None = None,
+    *,
+    gated: bool,
 ) -> m.CreateRun:
-    """A run of `spec` started by `event` (the first of `events`), with its place in line."""
-    return run_of(spec, event.internal_id, events, env, parent)
+    """A run of `spec` started by `event` (the first of `events`), with its place in line and,
+    if `gated`, the gates it must pass to start."""
+    return run_of(spec, event.internal_id, events, env, parent, gated=gated)
 
 
 def run_of(
@@ -61,9 +64,11 @@ def run_of(
     events: list[dict[str, Any]],
     env: str,
     parent: dict[str, Any] | None = None,
+    *,
+    gated: bool,
 ) -> m.CreateRun:
     """A run of `spec` listed under the event `event_id`, keyed by it (one run per event and
-    function), with its place in line from the first of `events`."""
+    function), with its place in line and its gates (if `gated`) from the first of `events`."""
     return m.CreateRun(
         run_id=derived_id(event_id, spec.function_id),
         function_id=spec.function_id,
@@ -73,12 +78,14 @@ def run_of(
         parent=parent,
         slots=concurrency.slots(spec.concurrency, spec.function_id, env, events[0]),
         priority_ms=priority.offset_ms(spec.priority, events[0]),
+        gates=run_gates.for_run(spec, events[0]) if gated else (),
     )
 
 
 def _starter(spec: FunctionSpec, env: str) -> m.RunStarter:
-    # How a hold (debounce, batching) starts its run later, from the events it kept.
-    return functools.partial(run_of, spec, env=env)
+    # How a hold (debounce, batching) starts its run later, from the events it kept. Ungated:
+    # the SDK refuses gates beside a hold until the store applies them to a held run.
+    return functools.partial(run_of, spec, env=env, gated=False)
 
 
 def _targeted_run(
@@ -94,7 +101,10 @@ def _targeted_run(
             "FunctionNotFoundError", f"no function {target['function_id']!r} is registered"
         )
         return [m.ResolveStep(parent["run_id"], parent["step_hash"], error=error)]
-    return [new_run(spec, event, [payload], env, parent)]
+    # Of the runs asked for by name, only cron ticks pass the gates: an invocation (a step's,
+    # the API's) or a rerun is asked for explicitly, and someone awaits its run.
+    gated = event.name == names.CRON_EVENT
+    return [new_run(spec, event, [payload], env, parent, gated=gated)]
 
 
 def _is_about_itself(event: m.EventRecord, function_id: str) -> bool:
@@ -242,6 +252,8 @@ def plan_timer(
         if timer.payload.get("op") == protocol.OP_INVOKE:
             error = ErrorInfo("InvokeTimeoutError", "the invoked function did not finish in time")
         return [m.ResolveStep(timer.run_id, timer.step_hash, error=error)]
+    if timer.kind == m.TIMER_START:
+        return [m.Dispatch(timer.run_id)]
     if timer.kind == m.TIMER_RETRY:
         return [m.Dispatch(timer.run_id, int(timer.payload.get("attempt", 0)))]
     if timer.kind == m.TIMER_CRON:

@@ -178,6 +178,8 @@ class Scheduler:
         ]
         applied = await self._store.process_events(plans, self.now_ms())
         _metrics.EVENTS.inc(len(records))
+        for run in applied.cancelled:  # by a singleton
+            store_metrics.run_finished(run.function_id, m.CANCELLED)
         await self._publish(applied)
 
     async def _refresh_if_unknown(self, records: Sequence[m.EventRecord]) -> None:
@@ -295,6 +297,7 @@ class Scheduler:
         stale_events = await self._store.unprocessed_events(now - grace_ms, _BATCH)
         if stale_events:
             await self.process_events(stale_events)
+        await self._store.forget_gate_state(now, _BATCH * 4)
         # Admission is woken by the transaction that creates a pending job or frees a slot; a
         # process that died between that commit and its admission leaves the pool to us.
         await self.admit(await self._store.pending_slot_keys(_BATCH))

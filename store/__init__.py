@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import _gates as gates
 from . import _heartbeat as heartbeat
 from . import _metrics as metrics
 from . import _models as models
@@ -9,4 +10,4 @@ from . import _views as views
 from ._base import Store
 from ._factory import create_store
 
-__all__ = ["Store", "create_store", "heartbeat", "metrics", "models", "views"]
+__all__ = ["Store", "create_store", "gates", "heartbeat", "metrics", "models", "views"]

@@ -226,6 +226,18 @@ class Store(abc.ABC):
     async def resolve_signal(self, signal: str, data: Any, now: int) -> tuple[str | None, Applied]:
         """Resumes the run waiting on `signal` with `data`; None if no run waits on it."""
 
+    # Gates (rate limit, idempotency, singleton): their state is written by `process_events`
+
+    @abc.abstractmethod
+    async def run_refusals(self, event_id: str) -> dict[str, str]:
+        """Why the event started no run, per function id whose gate kept it from starting one
+        ("rate_limited", "idempotent" or "singleton")."""
+
+    @abc.abstractmethod
+    async def forget_gate_state(self, now: int, limit: int) -> int:
+        """Drops up to `limit` gate state rows that expired before `now` (they read as absent
+        anyway); never waits for a row another transaction holds. Returns how many went."""
+
     # Reads of the dashboard
 
     @abc.abstractmethod

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tideflow._core import protocol
 from tideflow._core.protocol import ErrorInfo
+
+if TYPE_CHECKING:
+    from ._gates import Gate
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
     "Queued",
@@ -21,6 +24,8 @@ JOB_PENDING = "pending"
 
 WAIT_EVENT, WAIT_SIGNAL, WAIT_INVOKE = "event", "signal", "invoke"
 TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
+TIMER_START = "start"
+"""A run held before its first step (a throttle): its first job is made when it fires."""
 TIMER_DEBOUNCE, TIMER_BATCH = "debounce", "batch"
 """Hold timers: `run_id` carries the function id and `step_hash` the key value."""
 
@@ -259,6 +264,11 @@ class CreateRun:
     parent: dict[str, Any] | None = None
     slots: tuple[Slot, ...] = ()
     priority_ms: int = 0
+    gates: tuple[Gate, ...] = ()
+    """Flow-control rules that decide, in the transaction that applies this, whether the run
+    starts (rate limit, idempotency, singleton; in that order) and when (throttle)."""
+    start_at: int | None = None
+    """Set by a throttle: the run is created now, its first job at this time (a timer)."""
 
 
 @dataclasses.dataclass

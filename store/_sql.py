@@ -7,11 +7,12 @@ each other but never deadlock:
 1. runs: the rows of every run the transaction changes, all at once, sorted by run id
    (`lock_runs`; a worker's job claim locks its run the same way before its job);
 2. event keys (deduplication), sorted by key (`lock_event_keys`);
-3. flow-control state: debounce bursts, then open batches, each sorted by (function, key)
-   (`_holds.lock`);
-4. concurrency pools (`lock_slot_keys`), sorted by key, taken only by admission, which runs in
+3. holds (debounce bursts, then open batches), each sorted by (function, key)
+   (`_holds.lock`): a hold is read before the gates of the run it may start;
+4. gate state rows, sorted by key (`lock_gate_state`, see `_gates`);
+5. concurrency pools (`lock_slot_keys`), sorted by key, taken only by admission, which runs in
    a transaction of its own and takes no run lock;
-5. then anything else: events, steps, waits, timers, jobs. Admission updates the pending jobs
+6. then anything else: events, steps, waits, timers, jobs. Admission updates the pending jobs
    it chose last; a job deleted meanwhile (its run cancelled) is simply not admitted.
 
 Rows that belong to no run are claimed with SKIP LOCKED (due timers, stale jobs) or locked on
@@ -32,6 +33,7 @@ from tideflow._core import protocol
 from tideflow._core.ids import new_id
 
 from . import _codec as codec
+from . import _gates as gating
 from . import _holds as holds
 from . import _models as m
 from . import _views as views
@@ -121,12 +123,17 @@ class SqlStore(Store, abc.ABC):
         self, batch: Sequence[tuple[m.EventRecord, Sequence[m.Change]]], now: int
     ) -> m.Applied:
         applied = m.Applied()
+        every_change = [c for _, changes in batch for c in changes]
+        gates = gating.GatePass(every_change, locks_rows=self.locks_rows)
         async with self._transaction() as tx:
-            runs = await self._lock_runs(tx, [c for _, changes in batch for c in changes])
+            runs = await self._lock_run_ids(
+                tx, touched_runs(every_change) | await gates.runs_to_lock(tx)
+            )
             keys = sorted({event.id for event, _ in batch if event.id is not None})
             if keys and self.locks_rows:
                 await tx.execute("lock_event_keys", {"ids": keys})
-            held = await self._lock_holds(tx, [c for _, changes in batch for c in changes])
+            held = await self._lock_holds(tx, every_change)
+            await gates.lock(tx, now)
             for event, changes in batch:
                 # Stored, or found unprocessed, and marked processed at once: the row lock
                 # makes a concurrent processor of the same event wait, then find nothing to do.
@@ -135,9 +142,11 @@ class SqlStore(Store, abc.ABC):
                 if await self._is_duplicate(tx, event, now):
                     await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
                 else:
-                    applied.extend(await self._apply(tx, changes, now, runs, held))
+                    admitted = await gates.admit(tx, changes, now, runs, self._lock_run_ids)
+                    applied.extend(await self._apply(tx, admitted, now, runs, held))
             if held is not None:
                 await holds.flush(tx, held, now)
+            await gates.finish(tx, applied, runs)
         return applied
 
     async def _is_duplicate(self, tx: Tx, event: m.EventRecord, now: int) -> bool:
@@ -432,6 +441,17 @@ class SqlStore(Store, abc.ABC):
             change.require_wait = False
             return run_id, await self._apply(tx, [change], now, runs)
 
+    # Gates (rate limit, idempotency, singleton)
+
+    async def run_refusals(self, event_id: str) -> dict[str, str]:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_run_refusals", {"event_id": event_id})
+        return {row["function_id"]: row["reason"] for row in rows}
+
+    async def forget_gate_state(self, now: int, limit: int) -> int:
+        async with self._autocommit() as tx:
+            return await tx.execute("delete_expired_gate_state", {"now": now, "limit": limit})
+
     # Dashboard reads
 
     async def list_runs(
@@ -624,6 +644,15 @@ class SqlStore(Store, abc.ABC):
             "now": now,
         }
         slots = {**codec.slot_params(change.slots), "priority_ms": change.priority_ms}
+        if change.start_at is not None:
+            # Held (a throttle): the run now, its first job when the timer fires.
+            if await tx.execute("insert_held_run", {**params, **slots}):
+                runs[change.run_id] = m.QUEUED
+                timer = m.TimerRecord(
+                    new_id(now), m.TIMER_START, change.run_id, "", change.start_at
+                )
+                await tx.execute("insert_timer", codec.timer_params(timer))
+            return
         # One statement: the run, and its first job only if the run is new.
         rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
         _collect_jobs(rows, applied)

@@ -1,4 +1,11 @@
-"""Rate limit: at most `limit` runs per `period` per key; the events beyond start no run."""
+"""Rate limit: at most `limit` runs per `period` per key; the events beyond start no run.
+
+GCRA, as Inngest: each run started pushes the key's theoretical arrival time (TAT) one
+emission interval (`period / limit`) ahead; a run may start while the TAT stays within one
+`period` of now. So a burst starts exactly `limit` runs, and capacity comes back one run per
+`period / limit`, all of it once a `period` has passed with no run. Times are kept in units of
+1/`limit` ms, so that the interval is a whole number and the count is exact.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,10 @@ import dataclasses
 from typing import Any
 
 from tideflow._core.expressions import Expression
+from tideflow.store import gates
 
-from .keys import compile_key
+from .keys import compile_key, key_value
+from .run_gates import gate_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,6 +24,32 @@ class Spec:
     limit: int
     period_ms: int
     key: Expression | None
+
+    def gate(self, function_id: str, event: dict[str, Any]) -> Gate:
+        key = gate_key("rate_limit", function_id, key_value(self.key, event))
+        return Gate(key, self.limit, self.period_ms)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    key: str
+    limit: int
+    period_ms: int
+    reason: str = gates.RATE_LIMITED
+    reads_holders: bool = False
+    may_cancel: bool = False
+
+    def decide(self, state: gates.GateState) -> gates.GateVerdict:
+        now = state.now * self.limit
+        tat = now
+        if state.row is not None:
+            # A row written under another limit is rescaled to this one's units.
+            tat = max(now, state.row.value * self.limit // max(state.row.scale, 1))
+        new_tat = tat + self.period_ms
+        if new_tat - now > self.period_ms * self.limit:
+            return gates.GateVerdict(admit=False)
+        expires_at = -(-new_tat // self.limit)  # ceiling: past it, the TAT is behind now
+        return gates.GateVerdict(admit=True, row=gates.GateRow(new_tat, self.limit, expires_at))
 
 
 def parse(config: dict[str, Any] | None) -> Spec | None:

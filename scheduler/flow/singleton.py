@@ -1,5 +1,5 @@
-"""Singleton: one run at a time per key; `skip` starts no new run while one runs, `cancel`
-cancels the running one and starts the new one."""
+"""Singleton: one run at a time per key; `skip` starts no new run while one has not ended,
+`cancel` cancels it (as `DELETE /v1/runs/{id}` would) and starts the new one."""
 
 from __future__ import annotations
 
@@ -7,17 +7,54 @@ import dataclasses
 from typing import Any
 
 from tideflow._core.expressions import Expression
+from tideflow._core.protocol import ErrorInfo
+from tideflow.scheduler import _system_events as system_events
+from tideflow.store import gates
+from tideflow.store import models as m
 
-from .keys import compile_key
+from .keys import compile_key, key_value
+from .run_gates import gate_key
 
 SKIP = "skip"
 CANCEL = "cancel"
+CANCELLED = ErrorInfo("Cancelled", "cancelled by singleton: a new run with its key started")
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
     key: Expression | None
     mode: str
+
+    def gate(self, function_id: str, event: dict[str, Any]) -> Gate:
+        key = gate_key("singleton", function_id, key_value(self.key, event))
+        return Gate(key, may_cancel=self.mode == CANCEL)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    key: str
+    may_cancel: bool
+    reason: str = gates.SINGLETON
+    reads_holders: bool = True
+
+    def decide(self, state: gates.GateState) -> gates.GateVerdict:
+        if not state.holders:
+            return gates.GateVerdict(admit=True, holds=True)
+        if not self.may_cancel:
+            return gates.GateVerdict(admit=False)
+        changes: list[m.Change] = []
+        for run in state.holders:
+            parent = run.parent["run_id"] if run.parent else None
+            events = system_events.finish_events(
+                run, m.CANCELLED, state.now, output=None, error=CANCELLED
+            )
+            changes.append(
+                m.FinishRun(run.run_id, m.CANCELLED, error=CANCELLED, parent_run_id=parent)
+            )
+            changes.append(m.AddEvents(events))
+        return gates.GateVerdict(
+            admit=True, holds=True, cancel=state.holders, changes=tuple(changes)
+        )
 
 
 def parse(config: dict[str, Any] | None) -> Spec | None:

@@ -538,6 +538,82 @@ RETURNING job_id, run_id, function_id, app_id, attempt
 -- name: select_pending_keys
 SELECT DISTINCT slot_key_1 AS key FROM jobs WHERE status = 'pending' LIMIT %(limit)s
 
+-- name: migration_4
+-- Gates (store/_gates.py): one state row per rule, function and key value (rate limit: the
+-- GCRA's theoretical arrival time; idempotency: the key's expiry; singleton: only its lock);
+-- the key a singleton run holds while it has not ended; and why an event started no run.
+CREATE TABLE gate_state (
+    key TEXT PRIMARY KEY,
+    value BIGINT NOT NULL,
+    scale BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX gate_state_by_expiry ON gate_state (expires_at);
+ALTER TABLE runs ADD COLUMN singleton_key TEXT;
+-- Safety net under the key's lock: never two runs holding one key.
+CREATE UNIQUE INDEX runs_one_per_singleton_key ON runs (singleton_key)
+WHERE singleton_key IS NOT NULL AND status NOT IN ('Completed', 'Failed', 'Cancelled');
+CREATE TABLE run_refusals (
+    event_id TEXT NOT NULL,
+    function_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    refused_at BIGINT NOT NULL,
+    PRIMARY KEY (event_id, function_id)
+);
+
+-- name: lock_gate_state
+-- Like lock_event_keys: an expired placeholder for a key never seen, so that every key has a
+-- row to lock; sorted, so replicas locking overlapping keys wait instead of deadlocking.
+INSERT INTO gate_state (key, value, scale, expires_at)
+SELECT key, 0, 1, 0 FROM unnest(%(keys)s::text[]) AS key ORDER BY key
+ON CONFLICT (key) DO UPDATE SET expires_at = gate_state.expires_at
+RETURNING key, value, scale, expires_at
+
+-- name: select_gate_holders
+SELECT * FROM runs
+WHERE singleton_key = ANY(%(keys)s) AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+ORDER BY queued_at, run_id
+
+-- name: write_gate_state
+INSERT INTO gate_state (key, value, scale, expires_at)
+SELECT s.key, s.value, s.scale, s.expires_at
+FROM json_to_recordset(%(states)s::json) AS s(key text, value bigint, scale bigint, expires_at bigint)
+ON CONFLICT (key) DO UPDATE
+SET value = excluded.value, scale = excluded.scale, expires_at = excluded.expires_at
+
+-- name: hold_gate_keys
+UPDATE runs SET singleton_key = h.key
+FROM json_to_recordset(%(holds)s::json) AS h(run_id text, key text)
+WHERE runs.run_id = h.run_id
+
+-- name: insert_run_refusals
+INSERT INTO run_refusals (event_id, function_id, reason, refused_at)
+SELECT r.event_id, r.function_id, r.reason, r.at
+FROM json_to_recordset(%(refusals)s::json) AS r(event_id text, function_id text, reason text, at bigint)
+ON CONFLICT DO NOTHING
+
+-- name: select_run_refusals
+SELECT function_id, reason FROM run_refusals WHERE event_id = %(event_id)s ORDER BY function_id
+
+-- name: delete_expired_gate_state
+-- SKIP LOCKED: a row some transaction holds is in use; it goes on a later sweep.
+DELETE FROM gate_state
+WHERE key IN (
+    SELECT key FROM gate_state WHERE expires_at < %(now)s
+    ORDER BY expires_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+
+-- name: insert_held_run
+-- A run held before its first step (a throttle): no job yet; a start timer makes it.
+INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+VALUES (%(run_id)s, %(function_id)s, %(app_id)s, %(event_id)s, 'Queued', %(events)s, %(now)s,
+        %(parent)s, %(slot_key_1)s, %(slot_limit_1)s, %(slot_key_2)s, %(slot_limit_2)s,
+        %(now)s - %(priority_ms)s)
+ON CONFLICT DO NOTHING
+
+
 
 -- name: migration_5
 -- Events held before their run exists, per function and key value: a debounced burst's latest

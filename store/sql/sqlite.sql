@@ -445,6 +445,77 @@ RETURNING job_id, run_id, function_id, app_id, attempt
 -- name: select_pending_keys
 SELECT DISTINCT slot_key_1 AS key FROM jobs WHERE status = 'pending' LIMIT :limit
 
+-- name: migration_4
+-- Gates (store/_gates.py): one state row per rule, function and key value (rate limit: the
+-- GCRA's theoretical arrival time; idempotency: the key's expiry); the key a singleton run
+-- holds while it has not ended; and why an event started no run.
+CREATE TABLE IF NOT EXISTS gate_state (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,
+    scale INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gate_state_by_expiry ON gate_state (expires_at);
+ALTER TABLE runs ADD COLUMN singleton_key TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS runs_one_per_singleton_key ON runs (singleton_key)
+WHERE singleton_key IS NOT NULL AND status NOT IN ('Completed', 'Failed', 'Cancelled');
+CREATE TABLE IF NOT EXISTS run_refusals (
+    event_id TEXT NOT NULL,
+    function_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    refused_at INTEGER NOT NULL,
+    PRIMARY KEY (event_id, function_id)
+);
+
+-- name: lock_gate_state
+-- SQLite serialises writers, so this only reads; a key never seen has no row.
+SELECT key, value, scale, expires_at FROM gate_state
+WHERE key IN (SELECT value FROM json_each(:keys))
+
+-- name: select_gate_holders
+SELECT * FROM runs
+WHERE singleton_key IN (SELECT value FROM json_each(:keys))
+  AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+ORDER BY queued_at, run_id
+
+-- name: write_gate_state
+-- WHERE true: SQLite's parser needs it between a SELECT and ON CONFLICT.
+INSERT INTO gate_state (key, value, scale, expires_at)
+SELECT value ->> 'key', value ->> 'value', value ->> 'scale', value ->> 'expires_at'
+FROM json_each(:states) WHERE true
+ON CONFLICT (key) DO UPDATE
+SET value = excluded.value, scale = excluded.scale, expires_at = excluded.expires_at
+
+-- name: hold_gate_keys
+UPDATE runs SET singleton_key = (
+    SELECT value ->> 'key' FROM json_each(:holds) WHERE value ->> 'run_id' = runs.run_id
+)
+WHERE run_id IN (SELECT value ->> 'run_id' FROM json_each(:holds))
+
+-- name: insert_run_refusals
+INSERT INTO run_refusals (event_id, function_id, reason, refused_at)
+SELECT value ->> 'event_id', value ->> 'function_id', value ->> 'reason', value ->> 'at'
+FROM json_each(:refusals) WHERE true
+ON CONFLICT DO NOTHING
+
+-- name: select_run_refusals
+SELECT function_id, reason FROM run_refusals WHERE event_id = :event_id ORDER BY function_id
+
+-- name: delete_expired_gate_state
+DELETE FROM gate_state
+WHERE key IN (
+    SELECT key FROM gate_state WHERE expires_at < :now ORDER BY expires_at LIMIT :limit
+)
+
+-- name: insert_held_run
+-- A run held before its first step (a throttle): no job yet; a start timer makes it.
+INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+VALUES (:run_id, :function_id, :app_id, :event_id, 'Queued', :events, :now, :parent,
+        :slot_key_1, :slot_limit_1, :slot_key_2, :slot_limit_2, :now - :priority_ms)
+ON CONFLICT DO NOTHING
+
+
 
 -- name: migration_5
 -- Events held before their run exists, per function and key value: a debounced burst's latest

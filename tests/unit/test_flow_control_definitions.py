@@ -22,10 +22,6 @@ def define(**options: Any) -> tideflow.Function:
 
 
 NOT_APPLIED_YET = {
-    "throttle": tideflow.Throttle(limit=1, period="1s"),
-    "rate_limit": tideflow.RateLimit(limit=1, period="1s"),
-    "singleton": tideflow.Singleton(),
-    "idempotency": "event.data.id",
     "cancel": tideflow.Cancel(event="t/stop"),
     "timeouts": tideflow.Timeouts(start="1m"),
 }
@@ -56,6 +52,26 @@ def test_an_option_not_applied_yet_is_refused_not_ignored(option: str) -> None:
         ),
         ({"priority": tideflow.Priority(run="event.data.(")}, r"guarded: priority\.run: "),
         ({"priority": "event.data.p"}, r"^guarded: priority must be a tideflow\.Priority"),
+        (
+            {"throttle": tideflow.Throttle(limit=1, period="500ms")},
+            r"^guarded: throttle\.period must be between 1s and 7d, got '500ms'",
+        ),
+        (
+            {"throttle": tideflow.Throttle(limit=1, period="8d")},
+            r"^guarded: throttle\.period must be between 1s and 7d",
+        ),
+        (
+            {"throttle": tideflow.Throttle(limit=0, period="1s")},
+            r"^guarded: throttle\.limit must be an int",
+        ),
+        (
+            {"throttle": tideflow.Throttle(limit=1, period="1s", burst=0)},
+            r"^guarded: throttle\.burst must be an int",
+        ),
+        (
+            {"throttle": tideflow.Throttle(limit=1, period="1s", key="event.data.(")},
+            r"guarded: throttle\.key: ",
+        ),
     ],
 )
 def test_a_bad_option_is_refused_naming_the_function_and_the_option(

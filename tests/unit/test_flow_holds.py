@@ -79,6 +79,21 @@ def test_valid_options_are_kept_in_the_function_config() -> None:
             },
             r"batch_events cannot be combined with debounce",
         ),
+        (
+            {
+                "debounce": tideflow.Debounce(period="1s"),
+                "singleton": tideflow.Singleton(),
+                "rate_limit": tideflow.RateLimit(limit=1, period="1s"),
+            },
+            r"debounce cannot be combined with rate_limit, singleton by this engine yet",
+        ),
+        (
+            {
+                "batch_events": tideflow.Batch(max_size=2, timeout="1s"),
+                "throttle": tideflow.Throttle(limit=1, period="1s"),
+            },
+            r"batch_events cannot be combined with throttle by this engine yet",
+        ),
     ],
 )
 def test_bad_options_are_refused_naming_the_function_and_option(
@@ -167,6 +182,7 @@ def test_a_held_run_is_made_as_any_run_from_its_first_event() -> None:
         m.EventRecord(internal_id="E9", name="t/x", data=later["data"], ts=1, received_at=1),
         [later],
         "prod",
+        gated=False,
     )
     assert run == direct
     assert (run.event_id, run.events, run.priority_ms) == ("E9", [later], 60_000)
