@@ -12,6 +12,7 @@ from tideflow._core import system_events as names
 from tideflow._core.expressions import compile_expression
 from tideflow._core.ids import derived_id, new_id
 from tideflow._core.protocol import ErrorInfo
+from tideflow.store import gates as gating
 from tideflow.store import models as m
 
 from . import _backoff as backoff
@@ -66,9 +67,15 @@ def run_of(
     parent: dict[str, Any] | None = None,
     *,
     gated: bool,
+    held: bool = False,
 ) -> m.CreateRun:
     """A run of `spec` listed under the event `event_id`, keyed by it (one run per event and
-    function), with its place in line and its gates (if `gated`) from the first of `events`."""
+    function), with its place in line and its gates (if `gated`) from the first of `events`:
+    all of them, or for a run a hold starts (`held`) those of a run's start, its events having
+    passed the others before they were held."""
+    gates: tuple[gating.Gate, ...] = ()
+    if gated:
+        gates = (run_gates.at_start if held else run_gates.for_run)(spec, events[0])
     return m.CreateRun(
         run_id=derived_id(event_id, spec.function_id),
         function_id=spec.function_id,
@@ -78,14 +85,13 @@ def run_of(
         parent=parent,
         slots=concurrency.slots(spec.concurrency, spec.function_id, env, events[0]),
         priority_ms=priority.offset_ms(spec.priority, events[0]),
-        gates=run_gates.for_run(spec, events[0]) if gated else (),
+        gates=gates,
     )
 
 
 def _starter(spec: FunctionSpec, env: str) -> m.RunStarter:
-    # How a hold (debounce, batching) starts its run later, from the events it kept. Ungated:
-    # the SDK refuses gates beside a hold until the store applies them to a held run.
-    return functools.partial(run_of, spec, env=env, gated=False)
+    # How a hold (debounce, batching) starts its run later, from the events it kept.
+    return functools.partial(run_of, spec, env=env, gated=True, held=True)
 
 
 def _targeted_run(

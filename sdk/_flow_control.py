@@ -153,32 +153,12 @@ def flow_control_config(fn_id: str, options: FlowControl) -> dict[str, Any]:
             raise errors.ConfigError(
                 f"{fn_id}: batch_events cannot be combined with {', '.join(clashing)}"
             )
-    _refuse_gates_beside_holds(fn_id, options)
     config: dict[str, Any] = {}
     for name in _CHECKED:
         value = getattr(options, name)
         if value is not None:
             config[name] = getattr(check, name)(value)
     return config
-
-
-_GATES_NOT_WITH_HOLDS_YET = {
-    "debounce": ("throttle", "rate_limit", "idempotency", "singleton"),
-    "batch_events": ("throttle",),
-}
-"""Gates the engine does not apply yet to a run that a debounce or a batch starts: refused,
-never ignored (Inngest allows them)."""
-
-
-def _refuse_gates_beside_holds(fn_id: str, options: FlowControl) -> None:
-    for hold, gates in _GATES_NOT_WITH_HOLDS_YET.items():
-        if getattr(options, hold) is None:
-            continue
-        clashing = [name for name in gates if getattr(options, name) is not None]
-        if clashing:
-            raise errors.ConfigError(
-                f"{fn_id}: {hold} cannot be combined with {', '.join(clashing)} by this engine yet"
-            )
 
 
 _CHECKED = (

@@ -396,6 +396,8 @@ class HoldDebounced:
     event_id: str
     rule: DebounceRule
     start: RunStarter
+    gates: tuple[Gate, ...] = ()
+    """Gates the event passes before it is held (rate limit, idempotency)."""
 
 
 @dataclasses.dataclass
@@ -408,6 +410,8 @@ class AddToBatch:
     event_id: str
     rule: BatchRule
     start: RunStarter
+    gates: tuple[Gate, ...] = ()
+    """Gates the event passes before it is held (rate limit, idempotency)."""
 
 
 @dataclasses.dataclass

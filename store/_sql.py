@@ -143,7 +143,7 @@ class SqlStore(Store, abc.ABC):
                     await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
                 else:
                     admitted = await gates.admit(tx, changes, now, runs, self._lock_run_ids)
-                    applied.extend(await self._apply(tx, admitted, now, runs, held))
+                    applied.extend(await self._apply(tx, admitted, now, runs, held, gates))
             if held is not None:
                 await holds.flush(tx, held, now)
             await gates.finish(tx, applied, runs)
@@ -375,9 +375,12 @@ class SqlStore(Store, abc.ABC):
                 "delete_claimed_timer", {"timer_id": timer.timer_id, "owner": owner}
             ):
                 return m.Applied(done=False)
-            applied = await self._apply(tx, changes, now, runs, held)
+            # The gates of a run that a hold's timer starts (singleton, throttle).
+            gates = gating.GatePass([], locks_rows=self.locks_rows)
+            applied = await self._apply(tx, changes, now, runs, held, gates)
             if held is not None:
                 await holds.flush(tx, held, now)
+            await gates.finish(tx, applied, runs)
             return applied
 
     async def add_timers(self, timers: Sequence[m.TimerRecord]) -> None:
@@ -577,9 +580,10 @@ class SqlStore(Store, abc.ABC):
         now: int,
         runs: dict[str, str],
         held: holds.Locked | None = None,
+        gates: gating.GatePass | None = None,
     ) -> m.Applied:
         """Applies changes whose runs `_lock_runs` locked, and whose holds `_lock_holds` locked
-        into `held`; `runs` is updated as they end."""
+        into `held`; the runs holds start pass `gates`; `runs` is updated as they end."""
         applied = m.Applied()
         for change in changes:
             if _is_for_ended_run(change, runs, applied):
@@ -602,7 +606,7 @@ class SqlStore(Store, abc.ABC):
                 case m.AddTimer():
                     await tx.execute("insert_timer", codec.timer_params(change.timer))
                 case m.HoldDebounced() | m.AddToBatch() | m.StartHeld():
-                    await self._apply_hold(tx, change, now, applied, runs, held)
+                    await self._apply_hold(tx, change, now, applied, runs, held, gates)
         return applied
 
     async def _apply_hold(
@@ -613,11 +617,14 @@ class SqlStore(Store, abc.ABC):
         applied: m.Applied,
         runs: dict[str, str],
         held: holds.Locked | None,
+        gates: gating.GatePass | None,
     ) -> None:
-        if held is None:
-            raise ValueError(f"{change!r} applied without its hold locked")
-        for run in await holds.apply(tx, change, now, held):
-            await self._create_run(tx, run, now, applied, runs)
+        if held is None or gates is None:
+            raise ValueError(f"{change!r} applied without its hold and gates locked")
+        started = await holds.apply(tx, change, now, held)
+        if started:
+            admitted = await gates.admit_started(tx, started, now, runs, self._lock_run_ids)
+            applied.extend(await self._apply(tx, admitted, now, runs))
 
     async def _add_events(self, tx: Tx, change: m.AddEvents, applied: m.Applied) -> None:
         for event in change.events:
