@@ -178,8 +178,6 @@ class Scheduler:
         ]
         applied = await self._store.process_events(plans, self.now_ms())
         _metrics.EVENTS.inc(len(records))
-        for run in applied.cancelled:  # by a singleton
-            store_metrics.run_finished(run.function_id, m.CANCELLED)
         await self._publish(applied)
 
     async def _refresh_if_unknown(self, records: Sequence[m.EventRecord]) -> None:
@@ -306,6 +304,8 @@ class Scheduler:
 
     async def _publish(self, applied: m.Applied) -> None:
         """Publishes what a committed change set made, then admits into the pools it touched."""
+        for run in applied.cancelled:
+            store_metrics.run_finished(run.function_id, m.CANCELLED)
         await self._dispatcher.publish(applied)
         if applied.admission_keys:
             await self.admit(applied.admission_keys)

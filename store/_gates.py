@@ -241,9 +241,6 @@ class GatePass:
             await tx.execute("hold_gate_keys", {"holds": codec.dumps(holding)})
         if self._refusals:
             await tx.execute("insert_run_refusals", {"refusals": codec.dumps(self._refusals)})
-        applied.cancelled.extend(
-            run for run in self._cancelling if runs.get(run.run_id) == m.CANCELLED
-        )
 
 
 def _gates_of(change: m.Change) -> tuple[Gate, ...]:

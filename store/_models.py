@@ -443,14 +443,23 @@ Change = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class RunRef:
+    """Which run, of which function and app: what a cancel notice and a metric need."""
+
+    run_id: str
+    function_id: str
+    app_id: str
+
+
 @dataclasses.dataclass
 class Applied:
     """What a committed change set asks to be published."""
 
     jobs: list[JobRecord] = dataclasses.field(default_factory=list)
     events: list[EventRecord] = dataclasses.field(default_factory=list)
-    cancelled: list[RunRecord] = dataclasses.field(default_factory=list)
-    """Runs cancelled: their workers are told to stop starting steps."""
+    cancelled: list[RunRef] = dataclasses.field(default_factory=list)
+    """Runs cancelled (by any cause): their workers are told to stop starting steps."""
     admission_keys: set[str] = dataclasses.field(default_factory=set)
     """Concurrency pools with a job created pending or a slot freed: admit into them."""
     done: bool = True

@@ -423,8 +423,6 @@ class SqlStore(Store, abc.ABC):
             runs = await self._lock_runs(tx, changes)
             applied = await self._apply(tx, changes, now, runs)
             rows = await tx.fetch("select_run", {"run_id": run_id})
-        if applied.done:
-            applied.cancelled.append(before)
         return (codec.run(rows[0]) if rows else None), applied
 
     async def resolve_signal(
@@ -750,6 +748,9 @@ class SqlStore(Store, abc.ABC):
             applied.done = False
             return
         runs[change.run_id] = change.status
+        if change.status == m.CANCELLED:
+            row = rows[0]
+            applied.cancelled.append(m.RunRef(change.run_id, row["function_id"], row["app_id"]))
         # Its jobs are gone, and with them any slots they held.
         applied.admission_keys |= _slot_keys(rows[0])
         parent = codec.loads(rows[0]["parent"])
