@@ -7,7 +7,7 @@ import functools
 import random
 from typing import Any
 
-from tideflow._core import protocol
+from tideflow._core import matching, protocol
 from tideflow._core import system_events as names
 from tideflow._core.expressions import compile_expression
 from tideflow._core.ids import derived_id, new_id
@@ -19,6 +19,7 @@ from . import _backoff as backoff
 from . import _holding as holding
 from . import _system_events as system_events
 from ._registry import FunctionSpec, Registry
+from .flow import cancel as cancel_rule
 from .flow import concurrency, priority, run_gates
 
 
@@ -37,6 +38,9 @@ def plan_event(
             changes.append(holding.hold(run, spec, payload, _starter(spec, env)))
     for wait in waits:
         if wait.event_name != event.name:
+            continue
+        if wait.kind == m.WAIT_CANCEL:
+            changes.extend(cancel_rule.on_event(wait, event, payload))
             continue
         if wait.if_exp is None or compile_expression(wait.if_exp).matches(
             {"event": wait.run_event or {}, "async": payload}
@@ -76,8 +80,9 @@ def run_of(
     gates: tuple[gating.Gate, ...] = ()
     if gated:
         gates = (run_gates.at_start if held else run_gates.for_run)(spec, events[0])
+    run_id = derived_id(event_id, spec.function_id)
     return m.CreateRun(
-        run_id=derived_id(event_id, spec.function_id),
+        run_id=run_id,
         function_id=spec.function_id,
         app_id=spec.app_id,
         event_id=event_id,
@@ -86,6 +91,7 @@ def run_of(
         slots=concurrency.slots(spec.concurrency, spec.function_id, env, events[0]),
         priority_ms=priority.offset_ms(spec.priority, events[0]),
         gates=gates,
+        listeners=cancel_rule.listeners(spec.cancel, run_id, events[0]),
     )
 
 
@@ -230,6 +236,9 @@ def _wait_change(run: m.RunRecord, request: protocol.StepRequest, now: int) -> m
                 if_exp=if_exp,
                 run_event=run.events[0],
             )
+            index = matching.wait_index(if_exp, run.events[0])
+            if index is not None:
+                change.wait.match_path, change.wait.match_key = index
         case protocol.WaitForSignal(signal=signal):
             change.wait = m.WaitRecord(run.run_id, key, m.WAIT_SIGNAL, signal=signal)
         case protocol.Invoke(function_id=function_id, data=data):

@@ -12,6 +12,7 @@ from tideflow._core.expressions import Expression, compile_expression
 from tideflow.store import Store
 
 from .flow import batching as batching_rule
+from .flow import cancel as cancel_rule
 from .flow import concurrency as concurrency_rule
 from .flow import debounce as debounce_rule
 from .flow import idempotency as idempotency_rule
@@ -54,6 +55,7 @@ class FunctionSpec:
     singleton: singleton_rule.Spec | None = None
     idempotency: idempotency_rule.Spec | None = None
     batch_events: batching_rule.Spec | None = None
+    cancel: cancel_rule.Spec = ()
 
 
 class Registry:
@@ -126,4 +128,5 @@ def _spec(config: dict[str, Any]) -> FunctionSpec:
         singleton=singleton_rule.parse(config.get("singleton")),
         idempotency=idempotency_rule.parse(config.get("idempotency")),
         batch_events=batching_rule.parse(config.get("batch_events")),
+        cancel=cancel_rule.parse(config.get("cancel")),
     )

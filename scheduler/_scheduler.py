@@ -170,10 +170,17 @@ class Scheduler:
         # events (a consumer and a sweep) wait for each other instead of deadlocking.
         records = sorted(records, key=lambda record: record.internal_id)
         await self._refresh_if_unknown(records)
-        waits = await self._store.waits_for_events([record.name for record in records])
+        # Listeners are matched as of each event's arrival (a timeout counts until then).
+        received = min(record.received_at for record in records) if records else 0
+        candidates = await self._store.wait_candidates(records, received)
         env = self._settings.env
         plans = [
-            (record, planning.plan_event(record, self._registry, waits, env=env))
+            (
+                record,
+                planning.plan_event(
+                    record, self._registry, candidates.get(record.internal_id, []), env=env
+                ),
+            )
             for record in records
         ]
         applied = await self._store.process_events(plans, self.now_ms())

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from . import errors
 from ._core.durations import to_ms
 from ._core.expressions import compile_expression
+from ._types import is_name
 
 Duration = datetime.timedelta | int | str
 
@@ -26,6 +27,7 @@ _SECOND = 1000
 _MINUTE = 60 * _SECOND
 _DAY = 24 * 60 * _MINUTE
 _WEEK = 7 * _DAY
+_YEAR = 365 * _DAY
 SCOPES = ("fn", "env", "account")
 SINGLETON_MODES = ("skip", "cancel")
 
@@ -131,10 +133,7 @@ class FlowControl:
     timeouts: Timeouts | None = None
 
 
-_NOT_YET = (
-    "cancel",
-    "timeouts",
-)
+_NOT_YET = ("timeouts",)
 """Options of the contract that the engine does not apply yet: refused, never ignored."""
 
 _NOT_WITH_BATCHING = ("rate_limit", "idempotency", "debounce", "priority", "singleton", "cancel")
@@ -170,6 +169,7 @@ _CHECKED = (
     "singleton",
     "idempotency",
     "batch_events",
+    "cancel",
 )
 """Options checked by the `_Checker` method of the same name."""
 
@@ -292,6 +292,33 @@ class _Checker:
                 else self.expression("batch_events.if_exp", value.if_exp)
             ),
         }
+
+    def cancel(self, value: Cancel | Sequence[Cancel]) -> list[dict[str, Any]]:
+        cancels = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not 1 <= len(cancels) <= MAX_CANCELS:
+            raise self.fail("cancel", f"takes 1 to {MAX_CANCELS} Cancel, got {len(cancels)}")
+        checked = []
+        for item in cancels:
+            self.instance("cancel", item, Cancel)
+            assert isinstance(item, Cancel)
+            if not is_name(item.event):
+                raise self.fail("cancel.event", f"must be an event name, got {item.event!r}")
+            checked.append(
+                {
+                    "event": item.event,
+                    "if_exp": (
+                        None
+                        if item.if_exp is None
+                        else self.expression("cancel.if_exp", item.if_exp)
+                    ),
+                    "timeout_ms": (
+                        None
+                        if item.timeout is None
+                        else self.duration("cancel.timeout", item.timeout, _SECOND, _YEAR)
+                    ),
+                }
+            )
+        return checked
 
 
 def _text(ms: int) -> str:

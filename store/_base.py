@@ -86,6 +86,15 @@ class Store(abc.ABC):
     async def waits_for_events(self, names: Sequence[str]) -> list[WaitRecord]:
         """The event waits that events of these names could resolve."""
 
+    @abc.abstractmethod
+    async def wait_candidates(
+        self, events: Sequence[EventRecord], now: int
+    ) -> dict[str, list[WaitRecord]]:
+        """By event internal id: the event waits and cancel listeners (with their runs, not
+        ended, listeners not expired at `now`) that the event may match: those indexed by the
+        key of its value at their path, and those of its name with no index. Their
+        expressions are left to the caller."""
+
     # Jobs: the worker's side
 
     @abc.abstractmethod

@@ -75,6 +75,9 @@ def wait_params(wait: m.WaitRecord) -> dict[str, Any]:
         "if_exp": wait.if_exp,
         "signal": wait.signal,
         "run_event": dumps(wait.run_event),
+        "match_path": wait.match_path,
+        "match_key": wait.match_key,
+        "expires_at": wait.expires_at,
     }
 
 
@@ -173,6 +176,9 @@ def wait(row: Mapping[str, Any]) -> m.WaitRecord:
         if_exp=row["if_exp"],
         signal=row["signal"],
         run_event=loads(row["run_event"]),
+        match_path=row.get("match_path"),
+        match_key=row.get("match_key"),
+        expires_at=row.get("expires_at"),
     )
 
 

@@ -23,6 +23,8 @@ STEP_RUNNING, STEP_WAITING = "Running", "Waiting"
 JOB_PENDING = "pending"
 
 WAIT_EVENT, WAIT_SIGNAL, WAIT_INVOKE = "event", "signal", "invoke"
+WAIT_CANCEL = "cancel"
+"""A run's cancel listener (`cancel=[Cancel(...)]`): a wait whose match cancels the run."""
 TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
 TIMER_START = "start"
 """A run held before its first step (a throttle): its first job is made when it fires."""
@@ -216,6 +218,23 @@ class WaitRecord:
     signal: str | None = None
     run_event: dict[str, Any] | None = None
     """The waiting run's triggering event, which `if_exp` sees as `event`."""
+    match_path: str | None = None
+    match_key: str | None = None
+    """Where `if_exp` is an `event.x == async.y` equality (`tideflow._core.matching`): the
+    async path, and the key of the run's value, that the wait is looked up by."""
+    expires_at: int | None = None
+    """A cancel listener's end (its timeout): it no longer matches from then."""
+    run: RunRecord | None = None
+    """For a candidate found for an incoming event: its run (read, not locked)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Listener:
+    """A cancel listener registered with its run: `wait` (kind WAIT_CANCEL), listening for
+    `timeout_ms` from the run's creation (None: until the run ends)."""
+
+    wait: WaitRecord
+    timeout_ms: int | None = None
 
 
 @dataclasses.dataclass
@@ -269,6 +288,8 @@ class CreateRun:
     starts (rate limit, idempotency, singleton; in that order) and when (throttle)."""
     start_at: int | None = None
     """Set by a throttle: the run is created now, its first job at this time (a timer)."""
+    listeners: tuple[Listener, ...] = ()
+    """Cancel listeners, registered in the transaction that creates the run."""
 
 
 @dataclasses.dataclass

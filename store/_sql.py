@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from tideflow._core import protocol
+from tideflow._core import matching, protocol
 from tideflow._core.ids import new_id
 
 from . import _codec as codec
@@ -183,6 +183,53 @@ class SqlStore(Store, abc.ABC):
                 rows = await tx.fetch("select_waits_for_event", {"event_name": name})
                 waits.extend(codec.wait(row) for row in rows)
         return waits
+
+    async def wait_candidates(
+        self, events: Sequence[m.EventRecord], now: int
+    ) -> dict[str, list[m.WaitRecord]]:
+        names = sorted({event.name for event in events})
+        if not names:
+            return {}
+        # Two statements whatever the number of waiting runs: the paths in use (a loose index
+        # scan), then one index probe per (event name, path, key of the event's value) plus
+        # the unindexed waits of these names. Read, not locked: applying a match is guarded.
+        async with self._autocommit() as tx:
+            paths: dict[str, list[str]] = {}
+            for row in await tx.fetch("select_match_paths", {"names": names}):
+                paths.setdefault(row["event_name"], []).append(row["match_path"])
+            keys: dict[str, list[tuple[str, str, str]]] = {}
+            for event in events:
+                payload = event.payload()
+                for path in paths.get(event.name, ()):
+                    key = matching.event_key(payload, path)
+                    if key is not None:
+                        keys.setdefault(event.internal_id, []).append((event.name, path, key))
+            wanted = [
+                {"event_name": name, "match_path": path, "match_key": key}
+                for event_keys in keys.values()
+                for name, path, key in event_keys
+            ]
+            rows = await tx.fetch(
+                "select_wait_candidates",
+                {"keys": codec.dumps(wanted), "names": names, "now": now},
+            )
+        keyed: dict[tuple[str, str, str], list[m.WaitRecord]] = {}
+        unkeyed: dict[str, list[m.WaitRecord]] = {}
+        for row in rows:
+            wait = codec.wait(row)
+            wait.run = codec.run(row)
+            if wait.match_path is None or wait.match_key is None:
+                unkeyed.setdefault(wait.event_name or "", []).append(wait)
+            else:
+                found = (wait.event_name or "", wait.match_path, wait.match_key)
+                keyed.setdefault(found, []).append(wait)
+        return {
+            event.internal_id: [
+                *(wait for key in keys.get(event.internal_id, ()) for wait in keyed.get(key, ())),
+                *unkeyed.get(event.name, ()),
+            ]
+            for event in events
+        }
 
     # Worker side
 
@@ -657,12 +704,14 @@ class SqlStore(Store, abc.ABC):
                     new_id(now), m.TIMER_START, change.run_id, "", change.start_at
                 )
                 await tx.execute("insert_timer", codec.timer_params(timer))
+                await _listen(tx, change, now)
             return
         # One statement: the run, and its first job only if the run is new.
         rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
         _collect_jobs(rows, applied)
         if rows:
             runs[change.run_id] = m.QUEUED
+            await _listen(tx, change, now)
 
     async def _dispatch(
         self, tx: Tx, run_id: str, attempt: int, now: int, applied: m.Applied
@@ -769,6 +818,19 @@ class SqlStore(Store, abc.ABC):
                     f"invoked run {change.run_id} was {change.status.lower()}",
                 )
             await self._resolve_step(tx, resolve, now, applied)
+
+
+async def _listen(tx: Tx, change: m.CreateRun, now: int) -> None:
+    """Registers a new run's cancel listeners (one statement; none for a run without)."""
+    if not change.listeners:
+        return
+    rows = []
+    for listener in change.listeners:
+        params = codec.wait_params(listener.wait)
+        if listener.timeout_ms is not None:
+            params["expires_at"] = now + listener.timeout_ms
+        rows.append(params)
+    await tx.execute("insert_listeners", {"listeners": codec.dumps(rows)})
 
 
 def _collect_jobs(rows: Sequence[Mapping[str, Any]], applied: m.Applied) -> None:

@@ -319,9 +319,10 @@ UPDATE steps SET status = %(status)s, output = %(output)s, error = %(error)s, en
 WHERE run_id = %(run_id)s AND hash = %(hash)s AND status = 'Waiting'
 
 -- name: insert_wait
-INSERT INTO waits (run_id, step_hash, kind, event_name, if_exp, signal, run_event)
+INSERT INTO waits (run_id, step_hash, kind, event_name, if_exp, signal, run_event, match_path,
+                   match_key, expires_at)
 VALUES (%(run_id)s, %(step_hash)s, %(kind)s, %(event_name)s, %(if_exp)s, %(signal)s,
-        %(run_event)s)
+        %(run_event)s, %(match_path)s, %(match_key)s, %(expires_at)s)
 ON CONFLICT DO NOTHING
 
 -- name: delete_wait
@@ -715,3 +716,61 @@ ORDER BY kind, function_id, hold_key
 ON CONFLICT (kind, run_id, step_hash) DO UPDATE
 SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
     claimed_until = NULL
+
+
+-- name: migration_7
+-- Waits and cancel listeners (kind 'cancel', step_hash 'cancel:<n>', dropped with their run by
+-- finish_run) are found by event name and, for an `event.x == async.y` expression, by the key
+-- of the run's value (match_key) at the async path (match_path): one index probe per incoming
+-- event and path in use, however many runs wait. A listener's timeout is its expires_at.
+ALTER TABLE waits ADD COLUMN match_path TEXT;
+ALTER TABLE waits ADD COLUMN match_key TEXT;
+ALTER TABLE waits ADD COLUMN expires_at BIGINT;
+CREATE INDEX waits_by_match ON waits (event_name, match_path, match_key);
+
+-- name: insert_listeners
+-- A new run's cancel listeners, in one statement.
+INSERT INTO waits (run_id, step_hash, kind, event_name, if_exp, run_event, match_path, match_key,
+                   expires_at)
+SELECT run_id, step_hash, 'cancel', event_name, if_exp, run_event, match_path, match_key,
+       expires_at
+FROM json_to_recordset(%(listeners)s::json) AS l(run_id text, step_hash text, event_name text,
+     if_exp text, run_event text, match_path text, match_key text, expires_at bigint)
+ON CONFLICT DO NOTHING
+
+-- name: select_match_paths
+-- The distinct async paths that waits of these names are indexed by: a loose index scan (one
+-- probe per path in use), not a read of every wait.
+WITH RECURSIVE paths (event_name, match_path) AS (
+    SELECT n, (SELECT w.match_path FROM waits w
+               WHERE w.event_name = n AND w.match_path IS NOT NULL
+               ORDER BY w.match_path LIMIT 1)
+    FROM unnest(%(names)s::text[]) AS n
+    UNION ALL
+    SELECT p.event_name, (SELECT w.match_path FROM waits w
+                          WHERE w.event_name = p.event_name AND w.match_path > p.match_path
+                          ORDER BY w.match_path LIMIT 1)
+    FROM paths p WHERE p.match_path IS NOT NULL
+)
+SELECT event_name, match_path FROM paths WHERE match_path IS NOT NULL
+
+-- name: select_wait_candidates
+-- The waits and listeners incoming events may match, with their runs: by index for the keys
+-- (event name, path, key) the events have, and every unindexed one of their names.
+WITH wanted AS (
+    SELECT DISTINCT event_name, match_path, match_key
+    FROM json_to_recordset(%(keys)s::json) AS k(event_name text, match_path text, match_key text)
+), found AS (
+    SELECT w.* FROM wanted k
+    JOIN waits w ON w.event_name = k.event_name AND w.match_path = k.match_path
+                AND w.match_key = k.match_key
+    UNION ALL
+    SELECT w.* FROM waits w
+    WHERE w.event_name = ANY(%(names)s::text[]) AND w.match_path IS NULL
+)
+SELECT f.run_id, f.step_hash, f.kind, f.event_name, f.if_exp, f.signal, f.run_event,
+       f.match_path, f.match_key, f.expires_at, r.function_id, r.app_id, r.event_id, r.status,
+       r.events, r.queued_at, r.output, r.error, r.started_at, r.ended_at, r.attempt, r.parent
+FROM found f JOIN runs r ON r.run_id = f.run_id
+WHERE f.kind IN ('event', 'cancel') AND (f.expires_at IS NULL OR f.expires_at > %(now)s)
+  AND r.status NOT IN ('Completed', 'Failed', 'Cancelled')

@@ -253,8 +253,10 @@ UPDATE steps SET status = :status, output = :output, error = :error, ended_at = 
 WHERE run_id = :run_id AND hash = :hash AND status = 'Waiting'
 
 -- name: insert_wait
-INSERT INTO waits (run_id, step_hash, kind, event_name, if_exp, signal, run_event)
-VALUES (:run_id, :step_hash, :kind, :event_name, :if_exp, :signal, :run_event)
+INSERT INTO waits (run_id, step_hash, kind, event_name, if_exp, signal, run_event, match_path,
+                   match_key, expires_at)
+VALUES (:run_id, :step_hash, :kind, :event_name, :if_exp, :signal, :run_event, :match_path,
+        :match_key, :expires_at)
 ON CONFLICT DO NOTHING
 
 -- name: delete_wait
@@ -602,3 +604,57 @@ FROM json_each(:timers) WHERE true
 ON CONFLICT (kind, run_id, step_hash) DO UPDATE
 SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
     claimed_until = NULL
+
+
+-- name: migration_7
+-- As in postgres.sql: waits and cancel listeners indexed by (event name, path, key).
+ALTER TABLE waits ADD COLUMN match_path TEXT;
+ALTER TABLE waits ADD COLUMN match_key TEXT;
+ALTER TABLE waits ADD COLUMN expires_at INTEGER;
+CREATE INDEX waits_by_match ON waits (event_name, match_path, match_key);
+
+-- name: insert_listeners
+-- `WHERE true`: SQLite needs one for an upsert from a SELECT (ON would read as a join's).
+INSERT INTO waits (run_id, step_hash, kind, event_name, if_exp, run_event, match_path, match_key,
+                   expires_at)
+SELECT value ->> 'run_id', value ->> 'step_hash', 'cancel', value ->> 'event_name',
+       value ->> 'if_exp', value ->> 'run_event', value ->> 'match_path', value ->> 'match_key',
+       value ->> 'expires_at'
+FROM json_each(:listeners) WHERE true
+ON CONFLICT DO NOTHING
+
+-- name: select_match_paths
+-- A loose index scan, as in postgres.sql.
+WITH RECURSIVE paths (event_name, match_path) AS (
+    SELECT n.value, (SELECT w.match_path FROM waits w
+                     WHERE w.event_name = n.value AND w.match_path IS NOT NULL
+                     ORDER BY w.match_path LIMIT 1)
+    FROM json_each(:names) AS n
+    UNION ALL
+    SELECT p.event_name, (SELECT w.match_path FROM waits w
+                          WHERE w.event_name = p.event_name AND w.match_path > p.match_path
+                          ORDER BY w.match_path LIMIT 1)
+    FROM paths p WHERE p.match_path IS NOT NULL
+)
+SELECT event_name, match_path FROM paths WHERE match_path IS NOT NULL
+
+-- name: select_wait_candidates
+-- As in postgres.sql; CROSS JOIN keeps the keys as the outer loop (one index probe each).
+WITH wanted AS (
+    SELECT DISTINCT value ->> 'event_name' AS event_name, value ->> 'match_path' AS match_path,
+           value ->> 'match_key' AS match_key
+    FROM json_each(:keys)
+), found AS (
+    SELECT w.* FROM wanted k
+    CROSS JOIN waits w ON w.event_name = k.event_name AND w.match_path = k.match_path
+                      AND w.match_key = k.match_key
+    UNION ALL
+    SELECT w.* FROM waits w
+    WHERE w.event_name IN (SELECT value FROM json_each(:names)) AND w.match_path IS NULL
+)
+SELECT f.run_id, f.step_hash, f.kind, f.event_name, f.if_exp, f.signal, f.run_event,
+       f.match_path, f.match_key, f.expires_at, r.function_id, r.app_id, r.event_id, r.status,
+       r.events, r.queued_at, r.output, r.error, r.started_at, r.ended_at, r.attempt, r.parent
+FROM found f JOIN runs r ON r.run_id = f.run_id
+WHERE f.kind IN ('event', 'cancel') AND (f.expires_at IS NULL OR f.expires_at > :now)
+  AND r.status NOT IN ('Completed', 'Failed', 'Cancelled')

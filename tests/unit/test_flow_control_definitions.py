@@ -22,7 +22,6 @@ def define(**options: Any) -> tideflow.Function:
 
 
 NOT_APPLIED_YET = {
-    "cancel": tideflow.Cancel(event="t/stop"),
     "timeouts": tideflow.Timeouts(start="1m"),
 }
 
