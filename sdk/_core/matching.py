@@ -6,8 +6,8 @@ An expression that is (or is a conjunction containing) an equality between a pat
 when the wait is created: the store indexes the wait by (event name, async path, that value's
 key), and an incoming event is looked up by the key of the value at the same path of its own.
 The full expression is still evaluated on the candidates found, so the index only has to never
-miss a match: two values have the same key exactly when CEL finds them equal (CEL's `==` is
-typed: 1 == 1.0 and true == 1 are errors, not matches, so each key carries its type).
+miss a match: two values CEL finds equal have the same key (CEL's `==` is typed: 1 == 1.0 and
+"1" == 1 do not match, so each key carries its type).
 
 Expressions are parsed with cel-python's own parser, never by pattern-matching their text.
 """
@@ -147,10 +147,12 @@ def value_at(payload: Any, path: Sequence[str]) -> Any:
 
 
 def key_of(value: Any) -> str | None:
-    """The index key of a JSON value: equal keys exactly for CEL-equal scalars of one type;
-    None for values not indexed (null, lists, maps, a missing path)."""
+    """The index key of a JSON value: the same key for any two scalars CEL finds equal (and,
+    but for bools and ints, only for those); None for values not indexed (null, lists, maps,
+    a missing path)."""
     if isinstance(value, bool):
-        return json.dumps(["b", value])
+        # cel-python finds `true == 1` (not `1 == true`): keyed as the int, never missed.
+        return json.dumps(["i", int(value)])
     if isinstance(value, int):
         return json.dumps(["i", value])
     if isinstance(value, float):

@@ -174,8 +174,8 @@ async def test_an_event_cancels_a_run_pending_admission(
         cancel=[STOP],
     )
     async def one_at_a_time(ctx: tideflow.Context) -> int:
-        n: int = ctx.event.data["id"]
-        return await ctx.step.run("work", body, n)
+        done: int = await ctx.step.run("work", body, ctx.event.data["id"])
+        return done
 
     async with engine_for(client) as engine:
         first = await start(engine, {"id": 1})
