@@ -3,6 +3,7 @@ PostgreSQL and RabbitMQ, each with a fresh database and vhost; prints one table 
 bench/results/latest.json.
 
     .venv/bin/python bench/run.py [--quick] [--runs N] [--systems tideflow,celery,dbos]
+    .venv/bin/python bench/run.py --matching [--quick]   (bench/matching.py: tideflow only)
 """
 
 from __future__ import annotations
@@ -353,6 +354,12 @@ def run_system(name: str, options: Options, result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--matching" in given:
+        # Not a run/s workload: the cost of one matching event as waiting runs grow.
+        from matching import main as matching_main
+
+        return matching_main([arg for arg in given if arg != "--matching"])
     args, options = parse_args(argv)
     names = [n.strip() for n in args.systems.split(",") if n.strip()]
     for name in names:

@@ -190,13 +190,20 @@ class SqlStore(Store, abc.ABC):
         names = sorted({event.name for event in events})
         if not names:
             return {}
-        # Two statements whatever the number of waiting runs: the paths in use (a loose index
-        # scan), then one index probe per (event name, path, key of the event's value) plus
-        # the unindexed waits of these names. Read, not locked: applying a match is guarded.
+        # Two statements at most, whatever the number of waiting runs: the paths in use (a
+        # loose index scan), then one index probe per (event name, path, key of the event's
+        # value) plus the unindexed waits of these names; only the first if no run waits for
+        # these names. Read, not locked: applying a match is guarded.
         async with self._autocommit() as tx:
             paths: dict[str, list[str]] = {}
+            unindexed: set[str] = set()
             for row in await tx.fetch("select_match_paths", {"names": names}):
-                paths.setdefault(row["event_name"], []).append(row["match_path"])
+                if row["match_path"] is not None:
+                    paths.setdefault(row["event_name"], []).append(row["match_path"])
+                if row["has_unindexed"]:
+                    unindexed.add(row["event_name"])
+            if not paths and not unindexed:
+                return {}
             keys: dict[str, list[tuple[str, str, str]]] = {}
             for event in events:
                 payload = event.payload()
@@ -211,7 +218,7 @@ class SqlStore(Store, abc.ABC):
             ]
             rows = await tx.fetch(
                 "select_wait_candidates",
-                {"keys": codec.dumps(wanted), "names": names, "now": now},
+                {"keys": codec.dumps(wanted), "names": sorted(unindexed), "now": now},
             )
         keyed: dict[tuple[str, str, str], list[m.WaitRecord]] = {}
         unkeyed: dict[str, list[m.WaitRecord]] = {}

@@ -727,6 +727,9 @@ ALTER TABLE waits ADD COLUMN match_path TEXT;
 ALTER TABLE waits ADD COLUMN match_key TEXT;
 ALTER TABLE waits ADD COLUMN expires_at BIGINT;
 CREATE INDEX waits_by_match ON waits (event_name, match_path, match_key);
+-- Which names have unindexed waits, estimated per name: without it, the planner multiplies
+-- the two columns' frequencies and may plan a parallel scan for a lookup of a few rows.
+CREATE STATISTICS waits_by_match_stats (mcv) ON event_name, match_path FROM waits;
 
 -- name: insert_listeners
 -- A new run's cancel listeners, in one statement.
@@ -740,19 +743,22 @@ ON CONFLICT DO NOTHING
 
 -- name: select_match_paths
 -- The distinct async paths that waits of these names are indexed by: a loose index scan (one
--- probe per path in use), not a read of every wait.
-WITH RECURSIVE paths (event_name, match_path) AS (
+-- probe per path in use), not a read of every wait; and whether a name has unindexed waits. A
+-- batch of events that no run waits for costs this one statement.
+WITH RECURSIVE paths (event_name, match_path, has_unindexed) AS (
     SELECT n, (SELECT w.match_path FROM waits w
                WHERE w.event_name = n AND w.match_path IS NOT NULL
-               ORDER BY w.match_path LIMIT 1)
+               ORDER BY w.match_path LIMIT 1),
+           EXISTS (SELECT 1 FROM waits w WHERE w.event_name = n AND w.match_path IS NULL)
     FROM unnest(%(names)s::text[]) AS n
     UNION ALL
     SELECT p.event_name, (SELECT w.match_path FROM waits w
                           WHERE w.event_name = p.event_name AND w.match_path > p.match_path
-                          ORDER BY w.match_path LIMIT 1)
+                          ORDER BY w.match_path LIMIT 1), false
     FROM paths p WHERE p.match_path IS NOT NULL
 )
-SELECT event_name, match_path FROM paths WHERE match_path IS NOT NULL
+SELECT event_name, match_path, has_unindexed FROM paths
+WHERE match_path IS NOT NULL OR has_unindexed
 
 -- name: select_wait_candidates
 -- The waits and listeners incoming events may match, with their runs: by index for the keys

@@ -625,18 +625,20 @@ ON CONFLICT DO NOTHING
 
 -- name: select_match_paths
 -- A loose index scan, as in postgres.sql.
-WITH RECURSIVE paths (event_name, match_path) AS (
+WITH RECURSIVE paths (event_name, match_path, has_unindexed) AS (
     SELECT n.value, (SELECT w.match_path FROM waits w
-                     WHERE w.event_name = n.value AND w.match_path IS NOT NULL
-                     ORDER BY w.match_path LIMIT 1)
+               WHERE w.event_name = n.value AND w.match_path IS NOT NULL
+               ORDER BY w.match_path LIMIT 1),
+           EXISTS (SELECT 1 FROM waits w WHERE w.event_name = n.value AND w.match_path IS NULL)
     FROM json_each(:names) AS n
     UNION ALL
     SELECT p.event_name, (SELECT w.match_path FROM waits w
                           WHERE w.event_name = p.event_name AND w.match_path > p.match_path
-                          ORDER BY w.match_path LIMIT 1)
+                          ORDER BY w.match_path LIMIT 1), 0
     FROM paths p WHERE p.match_path IS NOT NULL
 )
-SELECT event_name, match_path FROM paths WHERE match_path IS NOT NULL
+SELECT event_name, match_path, has_unindexed FROM paths
+WHERE match_path IS NOT NULL OR has_unindexed
 
 -- name: select_wait_candidates
 -- As in postgres.sql; CROSS JOIN keeps the keys as the outer loop (one index probe each).

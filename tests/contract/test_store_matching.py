@@ -120,6 +120,11 @@ async def test_candidates_are_found_by_key_among_thousands_of_waiting_runs(store
     # The paths in use, then one probe per key: not one statement per waiting run or event.
     assert spent == 2
 
+    # Events no run waits for: one statement.
+    before = statements()
+    assert await store.wait_candidates([unrelated], NOW + 5_000) == {}
+    assert statements() - before == 1
+
     # Before its timeout, the expired listener was found.
     early = await store.wait_candidates([u7], NOW + 500)
     assert (expired.run_id, m.WAIT_CANCEL) in found(early, u7)
