@@ -277,3 +277,37 @@ async def test_if_exp_sees_the_trigger_as_event_and_the_incoming_event_as_async(
     assert halted_ended["status"] == "Cancelled"
     assert "by event t/halt" in halted_ended["error"]["message"]
     assert (high_ended["status"], high_ended["output"]) == ("Completed", "high")
+
+
+async def test_an_event_cancels_a_run_held_by_throttle_and_one_waiting_for_a_signal(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
+    started: list[int] = []
+
+    @client.create_function(
+        fn_id="throttled",
+        trigger=tideflow.TriggerEvent(event="t/go"),
+        throttle=tideflow.Throttle(limit=1, period="30s"),
+        cancel=[STOP],
+    )
+    async def throttled(ctx: tideflow.Context) -> Any:
+        started.append(ctx.event.data["id"])
+        return await ctx.step.wait_for_signal(
+            "approved", signal=f"approve-{ctx.event.data['id']}", timeout="30s"
+        )
+
+    async with engine_for(client) as engine:
+        signalled = await start(engine, {"id": 1})
+        await until_step(engine, signalled, "approved")
+        # The throttle holds this one for 30 s: it is Queued, with no step.
+        held = await start(engine, {"id": 2})
+        await engine.send({"name": "t/stop", "data": {"id": 2}})
+        held_ended = await engine.wait_for_run(held, timeout_s=TIMEOUT_S)
+        await engine.send({"name": "t/stop", "data": {"id": 1}})
+        signalled_ended = await engine.wait_for_run(signalled, timeout_s=TIMEOUT_S)
+        steps = await engine.steps(held)
+
+    assert_cancelled_by_event(held_ended)
+    assert_cancelled_by_event(signalled_ended)
+    assert started == [1]
+    assert steps == []
