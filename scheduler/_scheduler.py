@@ -89,7 +89,9 @@ class Scheduler:
             "sweeper": self._sweeper_loop,
             "registry": self._registry_loop,
             "heartbeat": lambda: self._store.heartbeat(self._owner, "scheduler", ()),
-            "metrics": lambda: _metrics.sample_queues(self._broker, self._registry.app_ids),
+            "metrics": lambda: _metrics.sample_queues(
+                self._broker, self._store, self._registry.app_ids
+            ),
         }
         tasks = [
             asyncio.create_task(loop(), name=f"tideflow-scheduler-{name}")
@@ -178,6 +180,7 @@ class Scheduler:
         ]
         applied = await self._store.process_events(plans, self.now_ms())
         _metrics.EVENTS.inc(len(records))
+        _metrics.count_flow(applied.flow)
         for run in applied.cancelled:  # by a singleton
             store_metrics.run_finished(run.function_id, m.CANCELLED)
         await self._publish(applied)
@@ -318,7 +321,7 @@ class Scheduler:
             jobs, pending = await self._store.admit(
                 sorted(pending), self.now_ms(), concurrency.admit, per_key=_ADMIT_PER_POOL
             )
-            _metrics.ADMITTED.inc(len(jobs))
+            _metrics.count_admitted(jobs)
             await self._dispatcher.publish(m.Applied(jobs=jobs))
 
     async def _registry_loop(self) -> None:

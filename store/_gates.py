@@ -217,6 +217,9 @@ class GatePass:
             await tx.execute("hold_gate_keys", {"holds": codec.dumps(holding)})
         if self._refusals:
             await tx.execute("insert_run_refusals", {"refusals": codec.dumps(self._refusals)})
+            applied.flow.extend(
+                m.FlowEffect(str(r["function_id"]), str(r["reason"])) for r in self._refusals
+            )
         applied.cancelled.extend(
             run for run in self._cancelling if runs.get(run.run_id) == m.CANCELLED
         )

@@ -439,6 +439,19 @@ Change = (
 )
 
 
+THROTTLED, DEBOUNCED, BATCHED = "throttled", "debounced", "batched"
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowEffect:
+    """What a flow-control rule did to one event of a function, for the scheduler's metrics:
+    started no run (a gate refusal's reason), delayed its run (THROTTLED) or held it
+    (DEBOUNCED, BATCHED)."""
+
+    function_id: str
+    effect: str
+
+
 @dataclasses.dataclass
 class Applied:
     """What a committed change set asks to be published."""
@@ -451,12 +464,15 @@ class Applied:
     """Concurrency pools with a job created pending or a slot freed: admit into them."""
     done: bool = True
     """False when the guard refused it: already applied elsewhere, or no longer valid."""
+    flow: list[FlowEffect] = dataclasses.field(default_factory=list)
+    """What flow control did to the events applied (counted, never published)."""
 
     def extend(self, other: Applied) -> None:
         self.jobs.extend(other.jobs)
         self.events.extend(other.events)
         self.cancelled.extend(other.cancelled)
         self.admission_keys |= other.admission_keys
+        self.flow.extend(other.flow)
 
 
 def _iso(ms: int | None) -> str | None:

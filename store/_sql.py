@@ -448,6 +448,38 @@ class SqlStore(Store, abc.ABC):
             rows = await tx.fetch("select_run_refusals", {"event_id": event_id})
         return {row["function_id"]: row["reason"] for row in rows}
 
+    # Flow-control visibility
+
+    async def pending_jobs_by_function(self) -> dict[str, int]:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("count_pending_jobs_by_function", {})
+        return {row["function_id"]: int(row["count"]) for row in rows}
+
+    async def run_hold(self, run_id: str) -> views.RunHold | None:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_run_hold", {"run_id": run_id})
+        # A pending job comes first: a run past its start timer has no timer left.
+        rows.sort(key=lambda row: row["rule"] != "concurrency")
+        return views.RunHold(rows[0]["rule"], int(rows[0]["at"])) if rows else None
+
+    async def runs_listing_event(
+        self, payload_id: str, function_ids: Sequence[str], since: int
+    ) -> dict[str, str]:
+        if not function_ids:
+            return {}
+        # The event as a run's `events` column spells it (compact JSON, see codec.dumps).
+        needle = (codec.dumps({"id": payload_id}) or "")[1:-1]
+        params = {"needle": needle, "function_ids": sorted(function_ids), "since": since}
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_runs_listing_event", params)
+        return {row["function_id"]: row["run_id"] for row in rows}
+
+    async def first_runs_since(self, function_id: str, since: int, limit: int) -> list[m.RunRecord]:
+        params = {"function_id": function_id, "since": since, "limit": limit}
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_first_runs_since", params)
+        return [codec.run(row) for row in rows]
+
     async def forget_gate_state(self, now: int, limit: int) -> int:
         async with self._autocommit() as tx:
             return await tx.execute("delete_expired_gate_state", {"now": now, "limit": limit})
@@ -616,6 +648,9 @@ class SqlStore(Store, abc.ABC):
     ) -> None:
         if held is None:
             raise ValueError(f"{change!r} applied without its hold locked")
+        if not isinstance(change, m.StartHeld):
+            effect = m.DEBOUNCED if isinstance(change, m.HoldDebounced) else m.BATCHED
+            applied.flow.append(m.FlowEffect(change.function_id, effect))
         for run in await holds.apply(tx, change, now, held):
             await self._create_run(tx, run, now, applied, runs)
 
@@ -648,6 +683,7 @@ class SqlStore(Store, abc.ABC):
             # Held (a throttle): the run now, its first job when the timer fires.
             if await tx.execute("insert_held_run", {**params, **slots}):
                 runs[change.run_id] = m.QUEUED
+                applied.flow.append(m.FlowEffect(change.function_id, m.THROTTLED))
                 timer = m.TimerRecord(
                     new_id(now), m.TIMER_START, change.run_id, "", change.start_at
                 )

@@ -715,3 +715,26 @@ ORDER BY kind, function_id, hold_key
 ON CONFLICT (kind, run_id, step_hash) DO UPDATE
 SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
     claimed_until = NULL
+
+
+-- name: count_pending_jobs_by_function
+-- Jobs waiting for admission (the flow-control metrics' gauge), one grouped read.
+SELECT function_id, COUNT(*) AS count FROM jobs WHERE status = 'pending' GROUP BY function_id
+
+-- name: select_run_hold
+-- Why flow control holds a run: its job waits for a slot, or its start timer (a throttle).
+SELECT 'concurrency' AS rule, published_at AS at FROM jobs
+WHERE run_id = %(run_id)s AND status = 'pending'
+UNION ALL
+SELECT 'throttle' AS rule, due_at AS at FROM timers WHERE kind = 'start' AND run_id = %(run_id)s
+
+-- name: select_runs_listing_event
+-- Runs that a debounced or batched event was merged into (the dashboard's event page).
+SELECT function_id, run_id FROM runs
+WHERE function_id = ANY(%(function_ids)s) AND queued_at >= %(since)s
+  AND strpos(events, %(needle)s) > 0
+ORDER BY queued_at
+
+-- name: select_first_runs_since
+SELECT * FROM runs WHERE function_id = %(function_id)s AND queued_at >= %(since)s
+ORDER BY queued_at, run_id LIMIT %(limit)s

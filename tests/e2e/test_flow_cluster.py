@@ -104,8 +104,8 @@ def test_two_schedulers_and_two_workers_keep_the_limit_exactly(cluster: Cluster)
     assert len(executions) == 30
     assert peak(executions) == 2
     assert (
-        cluster.metric("scheduler-0", "tideflow_scheduler_jobs_admitted_total ")
-        + cluster.metric("scheduler-1", "tideflow_scheduler_jobs_admitted_total ")
+        cluster.metric("scheduler-0", "tideflow_scheduler_jobs_admitted_total{")
+        + cluster.metric("scheduler-1", "tideflow_scheduler_jobs_admitted_total{")
         >= 10
     )
 
