@@ -126,7 +126,7 @@ async def test_a_throttled_run_is_held_until_its_start_time(
 
 
 def define_why(client: tideflow.Client) -> None:
-    """Five functions on `t/why`, each of which a second event passes by for its own reason."""
+    """Six functions on `t/why`, each of which a second event passes by for its own reason."""
 
     def on(fn_id: str, expression: str | None = None, **options: Any) -> None:
         trigger = tideflow.TriggerEvent(event="t/why", expression=expression)
@@ -137,6 +137,7 @@ def define_why(client: tideflow.Client) -> None:
 
     on("why-limited", rate_limit=tideflow.RateLimit(limit=1, period="60s"))
     on("why-idem", idempotency="event.data.k")
+    on("why-single", singleton=tideflow.Singleton(key="event.data.k", mode="skip"))
     on("why-filtered", expression="event.data.n == 0")
     on("why-debounced", debounce=tideflow.Debounce(period="1s"))
     on("why-batched", batch_events=tideflow.Batch(max_size=2, timeout="10s"))
@@ -155,6 +156,11 @@ async def test_an_event_says_per_function_why_it_started_no_run(
         ("refused", "test-why-idem", "idempotent"): sample(
             "tideflow_scheduler_events_refused_total", function="test-why-idem", reason="idempotent"
         ),
+        ("refused", "test-why-single", "singleton"): sample(
+            "tideflow_scheduler_events_refused_total",
+            function="test-why-single",
+            reason="singleton",
+        ),
         ("held", "test-why-debounced", "debounce"): sample(
             "tideflow_scheduler_events_held_total", function="test-why-debounced", rule="debounce"
         ),
@@ -170,7 +176,7 @@ async def test_an_event_says_per_function_why_it_started_no_run(
         # burst's run, a second later, under its last.
         [batch_run] = [
             run
-            for run in await engine.wait_for_runs(first, count=4, timeout_s=TIMEOUT_S)
+            for run in await engine.wait_for_runs(first, count=5, timeout_s=TIMEOUT_S)
             if run["function_id"] == "test-why-batched"
         ]
         [burst_run] = [
@@ -202,8 +208,9 @@ async def test_an_event_says_per_function_why_it_started_no_run(
         {"function_id": "test-why-filtered", "reason": "filtered", "run_id": None},
         {"function_id": "test-why-idem", "reason": "idempotent", "run_id": None},
         {"function_id": "test-why-limited", "reason": "rate_limited", "run_id": None},
+        {"function_id": "test-why-single", "reason": "singleton", "run_id": None},
     ]
-    for reason in ("batched", "filtered", "idempotent", "rate_limited"):
+    for reason in ("batched", "filtered", "idempotent", "rate_limited", "singleton"):
         assert f">{reason}</span>" in page
     for (kind, function_id, label), before in counted.items():
         name = f"tideflow_scheduler_events_{kind}_total"
