@@ -262,9 +262,14 @@ class Scheduler:
         timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
         for timer in timers:
             _metrics.observe_timer(timer, now)
-            changes = planning.plan_timer(
-                timer, self._registry, self.now_ms(), env=self._settings.env
-            )
+            if timer.kind == m.TIMER_TIMEOUT:
+                # A deadline depends on the run as it is now (started? ended?).
+                run = await self._store.get_run(timer.run_id)
+                changes = planning.plan_timeout(timer, run, self.now_ms())
+            else:
+                changes = planning.plan_timer(
+                    timer, self._registry, self.now_ms(), env=self._settings.env
+                )
             applied = await self._store.fire_timer(timer, self._owner, changes, self.now_ms())
             await self._publish(applied)
         return len(timers)

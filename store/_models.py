@@ -25,6 +25,8 @@ JOB_PENDING = "pending"
 WAIT_EVENT, WAIT_SIGNAL, WAIT_INVOKE = "event", "signal", "invoke"
 TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
 TIMER_START = "start"
+TIMER_TIMEOUT = "timeout"
+"""A run's start or finish deadline (`step_hash` "start" or "finish")."""
 """A run held before its first step (a throttle): its first job is made when it fires."""
 TIMER_DEBOUNCE, TIMER_BATCH = "debounce", "batch"
 """Hold timers: `run_id` carries the function id and `step_hash` the key value."""
@@ -269,6 +271,10 @@ class CreateRun:
     starts (rate limit, idempotency, singleton; in that order) and when (throttle)."""
     start_at: int | None = None
     """Set by a throttle: the run is created now, its first job at this time (a timer)."""
+    start_timeout_ms: int | None = None
+    """Cancel the run if its first step has not started this long after it was created."""
+    finish_timeout_ms: int | None = None
+    """Cancel the run if it has not ended this long after its first step started."""
 
 
 @dataclasses.dataclass

@@ -649,20 +649,23 @@ class SqlStore(Store, abc.ABC):
             "now": now,
         }
         slots = {**codec.slot_params(change.slots), "priority_ms": change.priority_ms}
+        timers = _deadlines(change, now)
         if change.start_at is not None:
             # Held (a throttle): the run now, its first job when the timer fires.
-            if await tx.execute("insert_held_run", {**params, **slots}):
-                runs[change.run_id] = m.QUEUED
-                timer = m.TimerRecord(
-                    new_id(now), m.TIMER_START, change.run_id, "", change.start_at
-                )
-                await tx.execute("insert_timer", codec.timer_params(timer))
+            created = bool(await tx.execute("insert_held_run", {**params, **slots}))
+            timers.append(
+                m.TimerRecord(new_id(now), m.TIMER_START, change.run_id, "", change.start_at)
+            )
+        else:
+            # One statement: the run, and its first job only if the run is new.
+            rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
+            _collect_jobs(rows, applied)
+            created = bool(rows)
+        if not created:
             return
-        # One statement: the run, and its first job only if the run is new.
-        rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
-        _collect_jobs(rows, applied)
-        if rows:
-            runs[change.run_id] = m.QUEUED
+        runs[change.run_id] = m.QUEUED
+        for timer in timers:
+            await tx.execute("insert_timer", codec.timer_params(timer))
 
     async def _dispatch(
         self, tx: Tx, run_id: str, attempt: int, now: int, applied: m.Applied
@@ -782,3 +785,19 @@ def _collect_jobs(rows: Sequence[Mapping[str, Any]], applied: m.Applied) -> None
 
 def _slot_keys(row: Mapping[str, Any]) -> set[str]:
     return {key for key in (row["slot_key_1"], row["slot_key_2"]) if key is not None}
+
+
+def _deadlines(change: m.CreateRun, now: int) -> list[m.TimerRecord]:
+    """The timers of a new run's `timeouts`. The finish deadline counts from the first step's
+    start, unknown yet: its timer first fires `finish` after the run's creation (no earlier
+    than the deadline) and moves itself to the real deadline then."""
+    timers = []
+    for name, limit in (("start", change.start_timeout_ms), ("finish", change.finish_timeout_ms)):
+        if limit is not None:
+            timer_id = new_id(now)
+            timers.append(
+                m.TimerRecord(
+                    timer_id, m.TIMER_TIMEOUT, change.run_id, name, now + limit, {"ms": limit}
+                )
+            )
+    return timers
