@@ -21,7 +21,7 @@ from _harness import (
     xact_commits,
 )
 
-WORKLOADS: dict[str, int] = {"one": 1, "ten": 10, "keyed": 1, "limited": 1}
+WORKLOADS: dict[str, int] = {"one": 1, "ten": 10, "keyed": 1, "limited": 1, "debounce": 1}
 """Workload name -> steps a run."""
 
 COMMON_WORKLOADS = ("one", "ten")
@@ -30,6 +30,7 @@ COMMON_WORKLOADS = ("one", "ten")
 LABELS = {
     "keyed": "keyed concurrency: 1,000 keys, limit 1 each",
     "limited": "concurrency 10 + throttle 5,000/s",
+    "debounce": "debounce 1 s: a run per burst of 10 events",
 }
 """How the table names a workload, when not by its name alone."""
 

@@ -18,6 +18,9 @@ ONE_EVENT = "bench/one"
 TEN_EVENT = "bench/ten"
 KEYED_EVENT = "bench/keyed"
 LIMITED_EVENT = "bench/limited"
+DEBOUNCE_EVENT = "bench/debounce"
+BURST = 10
+"""Events a debounce run's burst has (all sent at once)."""
 KEYS = 1000
 """Distinct concurrency keys the keyed workload's events spread over."""
 
@@ -57,5 +60,15 @@ async def keyed(ctx: tideflow.Context) -> int:
     throttle=tideflow.Throttle(limit=5000, period="1s", burst=100),
 )
 async def limited(ctx: tideflow.Context) -> int:
+    await ctx.step.run("s0", noop)
+    return 1
+
+
+@client.create_function(
+    fn_id="debounce",
+    trigger=tideflow.TriggerEvent(event=DEBOUNCE_EVENT),
+    debounce=tideflow.Debounce(period="1s", key="event.data.key"),
+)
+async def debounce(ctx: tideflow.Context) -> int:
     await ctx.step.run("s0", noop)
     return 1

@@ -28,6 +28,8 @@ from _harness import (
 from _system import Options, System
 from bench_app import (
     BUFFERED_STEPS_VARIABLE,
+    BURST,
+    DEBOUNCE_EVENT,
     KEYED_EVENT,
     KEYS,
     LIMITED_EVENT,
@@ -35,12 +37,19 @@ from bench_app import (
     TEN_EVENT,
 )
 
-EVENTS = {"one": ONE_EVENT, "ten": TEN_EVENT, "keyed": KEYED_EVENT, "limited": LIMITED_EVENT}
+EVENTS = {
+    "one": ONE_EVENT,
+    "ten": TEN_EVENT,
+    "keyed": KEYED_EVENT,
+    "limited": LIMITED_EVENT,
+    "debounce": DEBOUNCE_EVENT,
+}
 FUNCTIONS = {
     "one": "bench-one",
     "ten": "bench-ten",
     "keyed": "bench-keyed",
     "limited": "bench-limited",
+    "debounce": "bench-debounce",
 }
 EXCHANGE = "tideflow.events"
 COUNTERS = {
@@ -63,7 +72,7 @@ class TideflowSystem(System):
     name = "tideflow"
     own_code = ("tideflow/",)
     entry_code = ("tideflow/cli/",)
-    workloads = ("one", "ten", "keyed", "limited")
+    workloads = ("one", "ten", "keyed", "limited", "debounce")
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
@@ -149,6 +158,12 @@ class TideflowSystem(System):
         self, workload: str, phase: str, indices: range, start: int
     ) -> Iterator[dict[str, object]]:
         for i in indices:
+            if workload == "debounce":
+                # A burst per run: its events share a key no other run has.
+                for _ in range(BURST):
+                    data = {"phase": phase, "sent_ms": now_ms(), "key": f"{phase}-{start + i}"}
+                    yield {"name": EVENTS[workload], "data": data}
+                continue
             data = {"i": start + i, "phase": phase, "sent_ms": now_ms(), "key": (start + i) % KEYS}
             yield {"name": EVENTS[workload], "data": data}
 

@@ -3,11 +3,13 @@ a hold's timer starts it."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from tideflow.store import models as m
 
 from ._registry import FunctionSpec
+from .flow import run_gates
 
 
 def hold(
@@ -15,11 +17,16 @@ def hold(
 ) -> m.Change:
     """`run` itself, or the hold that keeps its event until the function's rule starts a run
     with `start`."""
+    held: m.Change = run
     if spec.debounce is not None:
-        return spec.debounce.hold(run, event, start)
-    if spec.batch_events is not None:
-        return spec.batch_events.hold(run, event, start)
-    return run
+        held = spec.debounce.hold(run, event, start)
+    elif spec.batch_events is not None:
+        held = spec.batch_events.hold(run, event, start)
+    if isinstance(held, (m.HoldDebounced, m.AddToBatch)):
+        # Dropped before it is held (rate limit, idempotency); the run a hold starts passes
+        # the gates of a run's start.
+        held = dataclasses.replace(held, gates=run_gates.before_hold(spec, event))
+    return held
 
 
 def start(timer: m.TimerRecord, start: m.RunStarter) -> m.StartHeld:

@@ -3,6 +3,7 @@ and `now`; the scheduler applies the changes in one transaction."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from typing import Any
@@ -12,9 +13,11 @@ from tideflow._core import system_events as names
 from tideflow._core.expressions import compile_expression
 from tideflow._core.ids import derived_id, new_id
 from tideflow._core.protocol import ErrorInfo
+from tideflow.store import gates as gating
 from tideflow.store import models as m
 
 from . import _backoff as backoff
+from . import _cancellation as cancellation
 from . import _holding as holding
 from . import _system_events as system_events
 from ._registry import FunctionSpec, Registry
@@ -66,9 +69,15 @@ def run_of(
     parent: dict[str, Any] | None = None,
     *,
     gated: bool,
+    held: bool = False,
 ) -> m.CreateRun:
     """A run of `spec` listed under the event `event_id`, keyed by it (one run per event and
-    function), with its place in line and its gates (if `gated`) from the first of `events`."""
+    function), with its place in line and its gates (if `gated`) from the first of `events`:
+    all of them, or for a run a hold starts (`held`) those of a run's start, its events having
+    passed the others before they were held."""
+    gates: tuple[gating.Gate, ...] = ()
+    if gated:
+        gates = (run_gates.at_start if held else run_gates.for_run)(spec, events[0])
     return m.CreateRun(
         run_id=derived_id(event_id, spec.function_id),
         function_id=spec.function_id,
@@ -78,14 +87,15 @@ def run_of(
         parent=parent,
         slots=concurrency.slots(spec.concurrency, spec.function_id, env, events[0]),
         priority_ms=priority.offset_ms(spec.priority, events[0]),
-        gates=run_gates.for_run(spec, events[0]) if gated else (),
+        gates=gates,
+        start_timeout_ms=spec.start_timeout_ms,
+        finish_timeout_ms=spec.finish_timeout_ms,
     )
 
 
 def _starter(spec: FunctionSpec, env: str) -> m.RunStarter:
-    # How a hold (debounce, batching) starts its run later, from the events it kept. Ungated:
-    # the SDK refuses gates beside a hold until the store applies them to a held run.
-    return functools.partial(run_of, spec, env=env, gated=False)
+    # How a hold (debounce, batching) starts its run later, from the events it kept.
+    return functools.partial(run_of, spec, env=env, gated=True, held=True)
 
 
 def _targeted_run(
@@ -282,3 +292,23 @@ def _cron_tick(timer: m.TimerRecord, registry: Registry, now: int) -> list[m.Cha
     )
     next_timer = cron_timer(spec.function_id, cron, after_ms=max(now, timer.due_at))
     return [m.AddEvents([event]), m.AddTimer(next_timer)]
+
+
+def plan_timeout(timer: m.TimerRecord, run: m.RunRecord | None, now: int) -> list[m.Change]:
+    """What a run's start or finish deadline does: cancel it if it has not started (start) or
+    not ended (finish) in time; a finish deadline found early moves to the real one."""
+    if run is None or run.status in m.TERMINAL:
+        return []
+    limit_ms = int(timer.payload["ms"])
+    if timer.step_hash == "start":
+        if run.started_at is not None:
+            return []
+        detail = f"by its start timeout: no step started within {limit_ms} ms"
+        return cancellation.cancel(run, cancellation.TIMEOUT, detail, now)
+    deadline = None if run.started_at is None else run.started_at + limit_ms
+    if deadline is None or deadline > now:
+        due = now + limit_ms if deadline is None else deadline
+        later = dataclasses.replace(timer, timer_id=new_id(now), due_at=due)
+        return [m.AddTimer(later)]
+    detail = f"by its finish timeout: not finished within {limit_ms} ms of its first step"
+    return cancellation.cancel(run, cancellation.TIMEOUT, detail, now)

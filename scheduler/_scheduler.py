@@ -181,8 +181,6 @@ class Scheduler:
         applied = await self._store.process_events(plans, self.now_ms())
         _metrics.EVENTS.inc(len(records))
         _metrics.count_flow(applied.flow)
-        for run in applied.cancelled:  # by a singleton
-            store_metrics.run_finished(run.function_id, m.CANCELLED)
         await self._publish(applied)
 
     async def _refresh_if_unknown(self, records: Sequence[m.EventRecord]) -> None:
@@ -267,9 +265,14 @@ class Scheduler:
         timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
         for timer in timers:
             _metrics.observe_timer(timer, now)
-            changes = planning.plan_timer(
-                timer, self._registry, self.now_ms(), env=self._settings.env
-            )
+            if timer.kind == m.TIMER_TIMEOUT:
+                # A deadline depends on the run as it is now (started? ended?).
+                run = await self._store.get_run(timer.run_id)
+                changes = planning.plan_timeout(timer, run, self.now_ms())
+            else:
+                changes = planning.plan_timer(
+                    timer, self._registry, self.now_ms(), env=self._settings.env
+                )
             applied = await self._store.fire_timer(timer, self._owner, changes, self.now_ms())
             await self._publish(applied)
         return len(timers)
@@ -309,6 +312,8 @@ class Scheduler:
 
     async def _publish(self, applied: m.Applied) -> None:
         """Publishes what a committed change set made, then admits into the pools it touched."""
+        for run in applied.cancelled:
+            store_metrics.run_finished(run.function_id, m.CANCELLED)
         await self._dispatcher.publish(applied)
         if applied.admission_keys:
             await self.admit(applied.admission_keys)

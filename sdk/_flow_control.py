@@ -26,6 +26,7 @@ _SECOND = 1000
 _MINUTE = 60 * _SECOND
 _DAY = 24 * 60 * _MINUTE
 _WEEK = 7 * _DAY
+_YEAR = 365 * _DAY
 SCOPES = ("fn", "env", "account")
 SINGLETON_MODES = ("skip", "cancel")
 
@@ -131,10 +132,7 @@ class FlowControl:
     timeouts: Timeouts | None = None
 
 
-_NOT_YET = (
-    "cancel",
-    "timeouts",
-)
+_NOT_YET = ("cancel",)
 """Options of the contract that the engine does not apply yet: refused, never ignored."""
 
 _NOT_WITH_BATCHING = ("rate_limit", "idempotency", "debounce", "priority", "singleton", "cancel")
@@ -153,32 +151,12 @@ def flow_control_config(fn_id: str, options: FlowControl) -> dict[str, Any]:
             raise errors.ConfigError(
                 f"{fn_id}: batch_events cannot be combined with {', '.join(clashing)}"
             )
-    _refuse_gates_beside_holds(fn_id, options)
     config: dict[str, Any] = {}
     for name in _CHECKED:
         value = getattr(options, name)
         if value is not None:
             config[name] = getattr(check, name)(value)
     return config
-
-
-_GATES_NOT_WITH_HOLDS_YET = {
-    "debounce": ("throttle", "rate_limit", "idempotency", "singleton"),
-    "batch_events": ("throttle",),
-}
-"""Gates the engine does not apply yet to a run that a debounce or a batch starts: refused,
-never ignored (Inngest allows them)."""
-
-
-def _refuse_gates_beside_holds(fn_id: str, options: FlowControl) -> None:
-    for hold, gates in _GATES_NOT_WITH_HOLDS_YET.items():
-        if getattr(options, hold) is None:
-            continue
-        clashing = [name for name in gates if getattr(options, name) is not None]
-        if clashing:
-            raise errors.ConfigError(
-                f"{fn_id}: {hold} cannot be combined with {', '.join(clashing)} by this engine yet"
-            )
 
 
 _CHECKED = (
@@ -190,6 +168,7 @@ _CHECKED = (
     "singleton",
     "idempotency",
     "batch_events",
+    "timeouts",
 )
 """Options checked by the `_Checker` method of the same name."""
 
@@ -296,6 +275,17 @@ class _Checker:
                 "singleton.mode", f"must be one of {SINGLETON_MODES}, got {value.mode!r}"
             )
         return {"key": self.key("singleton", value.key), "mode": value.mode}
+
+    def timeouts(self, value: Timeouts) -> dict[str, Any]:
+        self.instance("timeouts", value, Timeouts)
+        if value.start is None and value.finish is None:
+            raise self.fail("timeouts", "needs start, finish or both")
+        return {
+            name: None
+            if limit is None
+            else self.duration(f"timeouts.{name.removesuffix('_ms')}", limit, _SECOND, _YEAR)
+            for name, limit in (("start_ms", value.start), ("finish_ms", value.finish))
+        }
 
     def idempotency(self, text: str) -> str:
         return self.expression("idempotency", text)

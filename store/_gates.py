@@ -90,9 +90,8 @@ class GatePass:
     no change carries a gate."""
 
     def __init__(self, changes: Sequence[m.Change], *, locks_rows: bool) -> None:
-        self._gates = [
-            gate for change in changes if isinstance(change, m.CreateRun) for gate in change.gates
-        ]
+        self._gates = [gate for change in changes for gate in _gates_of(change)]
+        self._loaded: set[str] = set()
         self._locks_rows = locks_rows
         self._rows: dict[str, GateRow | None] = {}
         self._holders: dict[str, list[m.RunRecord]] = {}
@@ -111,13 +110,37 @@ class GatePass:
 
     async def lock(self, tx: Tx, now: int) -> None:
         """Locks (PostgreSQL) and reads every gate key's state, sorted by key."""
-        if not self._gates:
+        await self._load(tx, self._gates, now)
+
+    async def admit_started(
+        self,
+        tx: Tx,
+        started: Sequence[m.CreateRun],
+        now: int,
+        runs: dict[str, str],
+        lock_runs: LockRuns,
+    ) -> list[m.Change]:
+        """`admit` for runs a hold starts in this transaction (a debounce's or a batch's). Their
+        keys are locked now, after the holds (the lock order) but out of order with keys this
+        pass locked before: two replicas could deadlock there, which PostgreSQL breaks and the
+        loser retries, as the message or timer is redelivered."""
+        gates = [gate for run in started for gate in run.gates]
+        if gates:
+            self._gates.extend(gates)
+            await self._load(tx, gates, now)
+        return await self.admit(tx, started, now, runs, lock_runs)
+
+    async def _load(self, tx: Tx, gates: Sequence[Gate], now: int) -> None:
+        keys = sorted({gate.key for gate in gates} - self._loaded)
+        if not keys:
             return
-        keys = sorted({gate.key for gate in self._gates})
+        self._loaded.update(keys)
+        for key in keys:
+            self._rows.setdefault(key, None)
         for row in await tx.fetch("lock_gate_state", {"keys": keys}):
             state = GateRow(int(row["value"]), int(row["scale"]), int(row["expires_at"]))
             self._rows[row["key"]] = state if state.expires_at > now else None
-        holder_keys = sorted({gate.key for gate in self._gates if gate.reads_holders})
+        holder_keys = sorted({gate.key for gate in gates if gate.reads_holders} & set(keys))
         if holder_keys:
             # Read under the keys' locks: a run another replica made for a key is committed.
             for row in await tx.fetch("select_gate_holders", {"keys": holder_keys}):
@@ -137,7 +160,8 @@ class GatePass:
             return list(changes)
         admitted: list[m.Change] = []
         for change in changes:
-            if isinstance(change, m.CreateRun) and change.gates:
+            if _gated(change):
+                assert isinstance(change, (m.CreateRun, m.HoldDebounced, m.AddToBatch))
                 admitted.extend(await self._decide(tx, change, now, runs, lock_runs))
             else:
                 admitted.append(change)
@@ -146,7 +170,7 @@ class GatePass:
     async def _decide(
         self,
         tx: Tx,
-        change: m.CreateRun,
+        change: m.CreateRun | m.HoldDebounced | m.AddToBatch,
         now: int,
         runs: dict[str, str],
         lock_runs: LockRuns,
@@ -172,11 +196,11 @@ class GatePass:
                 self._rows[gate.key] = self._written[gate.key] = verdict.row
             admitted.extend(verdict.changes)
             self._cancelling.extend(verdict.cancel)
-            if verdict.holds:
+            if verdict.holds and isinstance(change, m.CreateRun):
                 self._holders[gate.key] = [_record(change, now)]
                 self._holding[change.run_id] = gate.key
         starts = [verdict.start_at for _, verdict in verdicts if verdict.start_at is not None]
-        if starts:
+        if starts and isinstance(change, m.CreateRun):
             change = dataclasses.replace(change, start_at=max(starts))
         admitted.append(change)
         return admitted
@@ -220,9 +244,17 @@ class GatePass:
             applied.flow.extend(
                 m.FlowEffect(str(r["function_id"]), str(r["reason"])) for r in self._refusals
             )
-        applied.cancelled.extend(
-            run for run in self._cancelling if runs.get(run.run_id) == m.CANCELLED
-        )
+
+
+def _gates_of(change: m.Change) -> tuple[Gate, ...]:
+    """The gates a change must pass: a run's creation's, or an event's hold's."""
+    if isinstance(change, (m.CreateRun, m.HoldDebounced, m.AddToBatch)):
+        return change.gates
+    return ()
+
+
+def _gated(change: m.Change) -> bool:
+    return bool(_gates_of(change))
 
 
 def _record(change: m.CreateRun, now: int) -> m.RunRecord:

@@ -25,6 +25,8 @@ JOB_PENDING = "pending"
 WAIT_EVENT, WAIT_SIGNAL, WAIT_INVOKE = "event", "signal", "invoke"
 TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
 TIMER_START = "start"
+TIMER_TIMEOUT = "timeout"
+"""A run's start or finish deadline (`step_hash` "start" or "finish")."""
 """A run held before its first step (a throttle): its first job is made when it fires."""
 TIMER_DEBOUNCE, TIMER_BATCH = "debounce", "batch"
 """Hold timers: `run_id` carries the function id and `step_hash` the key value."""
@@ -269,6 +271,10 @@ class CreateRun:
     starts (rate limit, idempotency, singleton; in that order) and when (throttle)."""
     start_at: int | None = None
     """Set by a throttle: the run is created now, its first job at this time (a timer)."""
+    start_timeout_ms: int | None = None
+    """Cancel the run if its first step has not started this long after it was created."""
+    finish_timeout_ms: int | None = None
+    """Cancel the run if it has not ended this long after its first step started."""
 
 
 @dataclasses.dataclass
@@ -396,6 +402,8 @@ class HoldDebounced:
     event_id: str
     rule: DebounceRule
     start: RunStarter
+    gates: tuple[Gate, ...] = ()
+    """Gates the event passes before it is held (rate limit, idempotency)."""
 
 
 @dataclasses.dataclass
@@ -408,6 +416,8 @@ class AddToBatch:
     event_id: str
     rule: BatchRule
     start: RunStarter
+    gates: tuple[Gate, ...] = ()
+    """Gates the event passes before it is held (rate limit, idempotency)."""
 
 
 @dataclasses.dataclass
@@ -452,14 +462,23 @@ class FlowEffect:
     effect: str
 
 
+@dataclasses.dataclass(frozen=True)
+class RunRef:
+    """Which run, of which function and app: what a cancel notice and a metric need."""
+
+    run_id: str
+    function_id: str
+    app_id: str
+
+
 @dataclasses.dataclass
 class Applied:
     """What a committed change set asks to be published."""
 
     jobs: list[JobRecord] = dataclasses.field(default_factory=list)
     events: list[EventRecord] = dataclasses.field(default_factory=list)
-    cancelled: list[RunRecord] = dataclasses.field(default_factory=list)
-    """Runs cancelled: their workers are told to stop starting steps."""
+    cancelled: list[RunRef] = dataclasses.field(default_factory=list)
+    """Runs cancelled (by any cause): their workers are told to stop starting steps."""
     admission_keys: set[str] = dataclasses.field(default_factory=set)
     """Concurrency pools with a job created pending or a slot freed: admit into them."""
     done: bool = True

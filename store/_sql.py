@@ -143,7 +143,7 @@ class SqlStore(Store, abc.ABC):
                     await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
                 else:
                     admitted = await gates.admit(tx, changes, now, runs, self._lock_run_ids)
-                    applied.extend(await self._apply(tx, admitted, now, runs, held))
+                    applied.extend(await self._apply(tx, admitted, now, runs, held, gates))
             if held is not None:
                 await holds.flush(tx, held, now)
             await gates.finish(tx, applied, runs)
@@ -375,9 +375,12 @@ class SqlStore(Store, abc.ABC):
                 "delete_claimed_timer", {"timer_id": timer.timer_id, "owner": owner}
             ):
                 return m.Applied(done=False)
-            applied = await self._apply(tx, changes, now, runs, held)
+            # The gates of a run that a hold's timer starts (singleton, throttle).
+            gates = gating.GatePass([], locks_rows=self.locks_rows)
+            applied = await self._apply(tx, changes, now, runs, held, gates)
             if held is not None:
                 await holds.flush(tx, held, now)
+            await gates.finish(tx, applied, runs)
             return applied
 
     async def add_timers(self, timers: Sequence[m.TimerRecord]) -> None:
@@ -420,8 +423,6 @@ class SqlStore(Store, abc.ABC):
             runs = await self._lock_runs(tx, changes)
             applied = await self._apply(tx, changes, now, runs)
             rows = await tx.fetch("select_run", {"run_id": run_id})
-        if applied.done:
-            applied.cancelled.append(before)
         return (codec.run(rows[0]) if rows else None), applied
 
     async def resolve_signal(
@@ -609,9 +610,10 @@ class SqlStore(Store, abc.ABC):
         now: int,
         runs: dict[str, str],
         held: holds.Locked | None = None,
+        gates: gating.GatePass | None = None,
     ) -> m.Applied:
         """Applies changes whose runs `_lock_runs` locked, and whose holds `_lock_holds` locked
-        into `held`; `runs` is updated as they end."""
+        into `held`; the runs holds start pass `gates`; `runs` is updated as they end."""
         applied = m.Applied()
         for change in changes:
             if _is_for_ended_run(change, runs, applied):
@@ -634,7 +636,7 @@ class SqlStore(Store, abc.ABC):
                 case m.AddTimer():
                     await tx.execute("insert_timer", codec.timer_params(change.timer))
                 case m.HoldDebounced() | m.AddToBatch() | m.StartHeld():
-                    await self._apply_hold(tx, change, now, applied, runs, held)
+                    await self._apply_hold(tx, change, now, applied, runs, held, gates)
         return applied
 
     async def _apply_hold(
@@ -645,14 +647,17 @@ class SqlStore(Store, abc.ABC):
         applied: m.Applied,
         runs: dict[str, str],
         held: holds.Locked | None,
+        gates: gating.GatePass | None,
     ) -> None:
-        if held is None:
-            raise ValueError(f"{change!r} applied without its hold locked")
+        if held is None or gates is None:
+            raise ValueError(f"{change!r} applied without its hold and gates locked")
         if not isinstance(change, m.StartHeld):
             effect = m.DEBOUNCED if isinstance(change, m.HoldDebounced) else m.BATCHED
             applied.flow.append(m.FlowEffect(change.function_id, effect))
-        for run in await holds.apply(tx, change, now, held):
-            await self._create_run(tx, run, now, applied, runs)
+        started = await holds.apply(tx, change, now, held)
+        if started:
+            admitted = await gates.admit_started(tx, started, now, runs, self._lock_run_ids)
+            applied.extend(await self._apply(tx, admitted, now, runs))
 
     async def _add_events(self, tx: Tx, change: m.AddEvents, applied: m.Applied) -> None:
         for event in change.events:
@@ -679,21 +684,25 @@ class SqlStore(Store, abc.ABC):
             "now": now,
         }
         slots = {**codec.slot_params(change.slots), "priority_ms": change.priority_ms}
+        timers = _deadlines(change, now)
         if change.start_at is not None:
             # Held (a throttle): the run now, its first job when the timer fires.
-            if await tx.execute("insert_held_run", {**params, **slots}):
-                runs[change.run_id] = m.QUEUED
-                applied.flow.append(m.FlowEffect(change.function_id, m.THROTTLED))
-                timer = m.TimerRecord(
-                    new_id(now), m.TIMER_START, change.run_id, "", change.start_at
-                )
-                await tx.execute("insert_timer", codec.timer_params(timer))
+            created = bool(await tx.execute("insert_held_run", {**params, **slots}))
+            timers.append(
+                m.TimerRecord(new_id(now), m.TIMER_START, change.run_id, "", change.start_at)
+            )
+        else:
+            # One statement: the run, and its first job only if the run is new.
+            rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
+            _collect_jobs(rows, applied)
+            created = bool(rows)
+        if not created:
             return
-        # One statement: the run, and its first job only if the run is new.
-        rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
-        _collect_jobs(rows, applied)
-        if rows:
-            runs[change.run_id] = m.QUEUED
+        runs[change.run_id] = m.QUEUED
+        if change.start_at is not None:
+            applied.flow.append(m.FlowEffect(change.function_id, m.THROTTLED))
+        for timer in timers:
+            await tx.execute("insert_timer", codec.timer_params(timer))
 
     async def _dispatch(
         self, tx: Tx, run_id: str, attempt: int, now: int, applied: m.Applied
@@ -779,6 +788,9 @@ class SqlStore(Store, abc.ABC):
             applied.done = False
             return
         runs[change.run_id] = change.status
+        if change.status == m.CANCELLED:
+            row = rows[0]
+            applied.cancelled.append(m.RunRef(change.run_id, row["function_id"], row["app_id"]))
         # Its jobs are gone, and with them any slots they held.
         applied.admission_keys |= _slot_keys(rows[0])
         parent = codec.loads(rows[0]["parent"])
@@ -810,3 +822,19 @@ def _collect_jobs(rows: Sequence[Mapping[str, Any]], applied: m.Applied) -> None
 
 def _slot_keys(row: Mapping[str, Any]) -> set[str]:
     return {key for key in (row["slot_key_1"], row["slot_key_2"]) if key is not None}
+
+
+def _deadlines(change: m.CreateRun, now: int) -> list[m.TimerRecord]:
+    """The timers of a new run's `timeouts`. The finish deadline counts from the first step's
+    start, unknown yet: its timer first fires `finish` after the run's creation (no earlier
+    than the deadline) and moves itself to the real deadline then."""
+    timers = []
+    for name, limit in (("start", change.start_timeout_ms), ("finish", change.finish_timeout_ms)):
+        if limit is not None:
+            timer_id = new_id(now)
+            timers.append(
+                m.TimerRecord(
+                    timer_id, m.TIMER_TIMEOUT, change.run_id, name, now + limit, {"ms": limit}
+                )
+            )
+    return timers

@@ -14,11 +14,24 @@ if TYPE_CHECKING:
 
 def for_run(spec: FunctionSpec, event: dict[str, Any]) -> tuple[gates.Gate, ...]:
     """The gates of `spec`'s run for `event`; none for a function that sets no such option."""
+    return before_hold(spec, event) + at_start(spec, event)
+
+
+def before_hold(spec: FunctionSpec, event: dict[str, Any]) -> tuple[gates.Gate, ...]:
+    """The gates an event passes before a run exists, or before a debounce or a batch holds
+    it: those that drop it (rate limit, idempotency)."""
     found: list[gates.Gate] = []
     if spec.rate_limit is not None:
         found.append(spec.rate_limit.gate(spec.function_id, event))
     if spec.idempotency is not None:
         found.append(spec.idempotency.gate(spec.function_id, event))
+    return tuple(found)
+
+
+def at_start(spec: FunctionSpec, event: dict[str, Any]) -> tuple[gates.Gate, ...]:
+    """The gates a run passes as it starts, a held run too (from the event it is keyed by):
+    singleton (skip or cancel), throttle (delay)."""
+    found: list[gates.Gate] = []
     if spec.singleton is not None:
         found.append(spec.singleton.gate(spec.function_id, event))
     if spec.throttle is not None:

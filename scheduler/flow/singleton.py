@@ -6,9 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import tideflow.scheduler._cancellation as cancellation
 from tideflow._core.expressions import Expression
-from tideflow._core.protocol import ErrorInfo
-from tideflow.scheduler import _system_events as system_events
 from tideflow.store import gates
 from tideflow.store import models as m
 
@@ -17,7 +16,6 @@ from .run_gates import gate_key
 
 SKIP = "skip"
 CANCEL = "cancel"
-CANCELLED = ErrorInfo("Cancelled", "cancelled by singleton: a new run with its key started")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,14 +42,12 @@ class Gate:
             return gates.GateVerdict(admit=False)
         changes: list[m.Change] = []
         for run in state.holders:
-            parent = run.parent["run_id"] if run.parent else None
-            events = system_events.finish_events(
-                run, m.CANCELLED, state.now, output=None, error=CANCELLED
+            changes += cancellation.cancel(
+                run,
+                cancellation.SINGLETON,
+                "by singleton: a new run with its key started",
+                state.now,
             )
-            changes.append(
-                m.FinishRun(run.run_id, m.CANCELLED, error=CANCELLED, parent_run_id=parent)
-            )
-            changes.append(m.AddEvents(events))
         return gates.GateVerdict(
             admit=True, holds=True, cancel=state.holders, changes=tuple(changes)
         )

@@ -348,7 +348,7 @@ UPDATE runs SET attempt = %(attempt)s WHERE run_id = %(run_id)s AND attempt < %(
 WITH finished AS (
     UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s, ended_at = %(now)s
     WHERE run_id = %(run_id)s AND status NOT IN ('Completed', 'Failed', 'Cancelled')
-    RETURNING run_id, parent, slot_key_1, slot_key_2
+    RETURNING run_id, function_id, app_id, parent, slot_key_1, slot_key_2
 ), waits_gone AS (
     DELETE FROM waits WHERE run_id IN (SELECT run_id FROM finished)
 ), jobs_gone AS (
@@ -356,7 +356,7 @@ WITH finished AS (
 ), timers_gone AS (
     DELETE FROM timers WHERE run_id IN (SELECT run_id FROM finished) AND kind <> 'cron'
 )
-SELECT parent, slot_key_1, slot_key_2 FROM finished
+SELECT function_id, app_id, parent, slot_key_1, slot_key_2 FROM finished
 
 -- name: select_job_outcomes
 SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*

@@ -277,7 +277,7 @@ UPDATE runs SET attempt = :attempt WHERE run_id = :run_id AND attempt < :attempt
 -- name: finish_run
 UPDATE runs SET status = :status, output = :output, error = :error, ended_at = :now
 WHERE run_id = :run_id AND status NOT IN ('Completed', 'Failed', 'Cancelled')
-RETURNING parent, slot_key_1, slot_key_2;
+RETURNING function_id, app_id, parent, slot_key_1, slot_key_2;
 -- An ended run keeps no waits, timers (cron ticks belong to the function) or jobs (a job in a
 -- worker's hands loses its lease, so its late result is dropped); for a run that had ended
 -- already, these find nothing.

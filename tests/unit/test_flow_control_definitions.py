@@ -23,7 +23,6 @@ def define(**options: Any) -> tideflow.Function:
 
 NOT_APPLIED_YET = {
     "cancel": tideflow.Cancel(event="t/stop"),
-    "timeouts": tideflow.Timeouts(start="1m"),
 }
 
 
@@ -52,6 +51,15 @@ def test_an_option_not_applied_yet_is_refused_not_ignored(option: str) -> None:
         ),
         ({"priority": tideflow.Priority(run="event.data.(")}, r"guarded: priority\.run: "),
         ({"priority": "event.data.p"}, r"^guarded: priority must be a tideflow\.Priority"),
+        ({"timeouts": tideflow.Timeouts()}, r"^guarded: timeouts needs start, finish or both"),
+        (
+            {"timeouts": tideflow.Timeouts(start="500ms")},
+            r"^guarded: timeouts\.start must be between 1s and 365d, got '500ms'",
+        ),
+        (
+            {"timeouts": tideflow.Timeouts(finish="nope")},
+            r"guarded: timeouts\.finish: 'nope' is not a duration",
+        ),
         (
             {"throttle": tideflow.Throttle(limit=1, period="500ms")},
             r"^guarded: throttle\.period must be between 1s and 7d, got '500ms'",

@@ -79,21 +79,6 @@ def test_valid_options_are_kept_in_the_function_config() -> None:
             },
             r"batch_events cannot be combined with debounce",
         ),
-        (
-            {
-                "debounce": tideflow.Debounce(period="1s"),
-                "singleton": tideflow.Singleton(),
-                "rate_limit": tideflow.RateLimit(limit=1, period="1s"),
-            },
-            r"debounce cannot be combined with rate_limit, singleton by this engine yet",
-        ),
-        (
-            {
-                "batch_events": tideflow.Batch(max_size=2, timeout="1s"),
-                "throttle": tideflow.Throttle(limit=1, period="1s"),
-            },
-            r"batch_events cannot be combined with throttle by this engine yet",
-        ),
     ],
 )
 def test_bad_options_are_refused_naming_the_function_and_option(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import tideflow
 from tideflow import errors
+from tideflow._core.protocol import ErrorInfo
 from tideflow.scheduler._planning import plan_event
 from tideflow.scheduler._registry import Registry, _spec
 from tideflow.scheduler.flow import idempotency, rate_limit, run_gates, singleton
@@ -180,7 +181,13 @@ def test_singleton_cancel_ends_the_holder_with_its_cancelled_event() -> None:
 
     assert (verdict.admit, verdict.holds, verdict.cancel) == (True, True, (holder(),))
     finish, added = verdict.changes
-    assert finish == m.FinishRun("run-1", m.CANCELLED, error=singleton.CANCELLED)
+    assert finish == m.FinishRun(
+        "run-1",
+        m.CANCELLED,
+        error=ErrorInfo(
+            "Cancelled", "cancelled by singleton: a new run with its key started (singleton)"
+        ),
+    )
     assert isinstance(added, m.AddEvents)
     assert [(e.name, e.data["run_id"]) for e in added.events] == [
         ("tideflow/function.cancelled", "run-1")
