@@ -24,11 +24,13 @@ from tideflow.store import Store, heartbeat
 from tideflow.store import metrics as store_metrics
 from tideflow.store import models as m
 
+from . import _flow as flow
 from . import _metrics
 from ._auth import Auth
 from ._dashboard import Dashboard
 from ._realtime import realtime_routes
-from ._rest import Rest, iso
+from ._rest import Rest
+from ._time import iso
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +113,9 @@ class Api:
         run = await self._store.get_run(request.path_params["run_id"])
         if run is None:
             return _error(404, f"no run {request.path_params['run_id']!r}")
-        return JSONResponse({"data": run.to_api()})
+        return JSONResponse(
+            {"data": {**run.to_api(), "held": await flow.run_held(self._store, run)}}
+        )
 
     async def cancel_run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]

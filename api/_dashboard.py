@@ -21,6 +21,16 @@ from ._auth import SESSION_COOKIE, Auth
 from ._rest import STATUSES
 
 FRAGMENT_HEADER = "x-tideflow-fragment"
+_REASONS = {
+    "rate_limited": "its rate limit was reached",
+    "idempotent": "a run with its idempotency key started in the last 24 h",
+    "singleton": "a run with its singleton key was running",
+    "debounced": "held by its debounce",
+    "batched": "held in a batch",
+    "duplicate": "an event with its id was seen in the last 24 h",
+    "filtered": "its trigger's expression did not match",
+}
+"""What the event page says after each reason the API gives in `not_started`."""
 _STATIC = ("tideflow.api", "static")
 
 
@@ -231,7 +241,12 @@ class Dashboard:
             )
         runs = await self._data(f"/v1/events/{event_id}/runs")
         return self._render(
-            request, "event.html", event=answer.json()["data"], runs=runs, stream="/v1/stream"
+            request,
+            "event.html",
+            event=answer.json()["data"],
+            runs=runs,
+            reasons=_REASONS,
+            stream="/v1/stream",
         )
 
     async def status(self, request: Request) -> Response:

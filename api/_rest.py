@@ -22,6 +22,9 @@ from tideflow.broker import Broker, publish_events
 from tideflow.store import Store, views
 from tideflow.store import models as m
 
+from . import _flow as flow
+from ._time import iso
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE, MAX_PAGE = 50, 200
@@ -44,13 +47,6 @@ def error(status: int, message: str) -> JSONResponse:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(raw: str, field: str) -> int:
@@ -242,8 +238,11 @@ class Rest:
         event = await self._store.get_event(event_id)
         if event is None:
             return error(404, f"no event {event_id!r}")
-        states = await self._store.event_states([event_id])
-        return JSONResponse({"data": event_summary(event, states.get(event_id))})
+        state = (await self._store.event_states([event_id])).get(event_id)
+        summary = event_summary(event, state)
+        configs = await self._store.list_functions()
+        summary["not_started"] = await flow.not_started(self._store, event, state, configs)
+        return JSONResponse({"data": summary})
 
     async def summaries(self, events: Sequence[m.EventRecord]) -> list[dict[str, Any]]:
         states = await self._store.event_states([event.internal_id for event in events])

@@ -10,10 +10,27 @@ from tideflow.store import models as m
 
 
 def next_tick_ms(cron: str, after_ms: int) -> int:
+    """The first tick of `cron` after `after_ms`, in its time zone. croniter decides, with one
+    correction: when clocks go back, a wall-clock time that happens twice (01:30 on that night)
+    is one tick for an expression naming its hour, as cron does; an hourly one (`*` hours)
+    ticks in both hours, which are an hour apart."""
     tz, expression = parse_cron(cron)
-    start = datetime.datetime.fromtimestamp(after_ms / 1000, tz=zoneinfo.ZoneInfo(tz))
-    following: datetime.datetime = croniter.croniter(expression, start).get_next(datetime.datetime)
-    return int(following.timestamp() * 1000)
+    zone = zoneinfo.ZoneInfo(tz)
+    start = datetime.datetime.fromtimestamp(after_ms / 1000, tz=zone)
+    ticks = croniter.croniter(expression, start)
+    every_hour = expression.split()[1] == "*"
+    while True:
+        following: datetime.datetime = ticks.get_next(datetime.datetime)
+        moment = datetime.datetime.fromtimestamp(following.timestamp(), tz=zone)
+        if every_hour or moment.fold == 0 or not _repeated(moment):
+            return int(following.timestamp() * 1000)
+
+
+def _repeated(moment: datetime.datetime) -> bool:
+    """Whether this wall-clock time also happened earlier (the second pass after clocks went
+    back)."""
+    first = moment.replace(fold=0)
+    return first.utcoffset() != moment.utcoffset()
 
 
 def cron_timer(function_id: str, cron: str, *, after_ms: int) -> m.TimerRecord:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import prometheus_client
 from tideflow.broker import Broker, topology
 from tideflow.broker._depth import ready_messages
 from tideflow.broker._metrics import QUEUE_MESSAGES
+from tideflow.store import Store
 from tideflow.store import models as m
 
 logger = logging.getLogger(__name__)
@@ -33,8 +35,32 @@ REDISPATCHED = prometheus_client.Counter(
 )
 ADMITTED = prometheus_client.Counter(
     "tideflow_scheduler_jobs_admitted_total",
-    "Step jobs admitted into their concurrency pools (jobs of unlimited functions skip this).",
+    "Step jobs admitted into their concurrency pools, by function (jobs of unlimited functions"
+    " skip this).",
+    ["function"],
 )
+PENDING = prometheus_client.Gauge(
+    "tideflow_scheduler_jobs_pending",
+    "Step jobs waiting for admission (a concurrency slot), by function; sampled.",
+    ["function"],
+)
+REFUSED = prometheus_client.Counter(
+    "tideflow_scheduler_events_refused_total",
+    "Events that started no run of a function, by function and reason (rate_limited,"
+    " idempotent, singleton).",
+    ["function", "reason"],
+)
+THROTTLED = prometheus_client.Counter(
+    "tideflow_scheduler_runs_throttled_total",
+    "Runs whose start a throttle delayed, by function.",
+    ["function"],
+)
+HELD = prometheus_client.Counter(
+    "tideflow_scheduler_events_held_total",
+    "Events held before their run exists, by function and rule (debounce, batch).",
+    ["function", "rule"],
+)
+_HELD_RULES = {m.DEBOUNCED: "debounce", m.BATCHED: "batch"}
 RETRIES = prometheus_client.Counter(
     "tideflow_step_retries_total",
     "Failed attempts scheduled to run again (a step's or a run's), by function.",
@@ -48,14 +74,32 @@ def count_retries(function_id: str, changes: Iterable[m.Change]) -> None:
         RETRIES.labels(function_id).inc(retries)
 
 
+def count_admitted(jobs: Iterable[m.JobRecord]) -> None:
+    for function_id, count in Counter(job.function_id for job in jobs).items():
+        ADMITTED.labels(function_id).inc(count)
+
+
+def count_flow(effects: Iterable[m.FlowEffect]) -> None:
+    """Counts what flow control did to a batch of events (see `m.Applied.flow`)."""
+    for (function_id, effect), count in Counter((e.function_id, e.effect) for e in effects).items():
+        if effect == m.THROTTLED:
+            THROTTLED.labels(function_id).inc(count)
+        elif effect in _HELD_RULES:
+            HELD.labels(function_id, _HELD_RULES[effect]).inc(count)
+        else:
+            REFUSED.labels(function_id, effect).inc(count)
+
+
 def observe_timer(timer: m.TimerRecord, now_ms: int) -> None:
     TIMERS.labels(timer.kind).inc()
     TIMER_LATENESS.labels(timer.kind).observe(max(0, now_ms - timer.due_at) / 1000)
 
 
-async def sample_queues(broker: Broker, apps: Callable[[], Iterable[str]]) -> None:
-    """Samples, every few seconds, the scheduler's backlog (its two queues) and the depth of
-    each app's work queue (`apps()` names the apps the scheduler knows)."""
+async def sample_queues(broker: Broker, store: Store, apps: Callable[[], Iterable[str]]) -> None:
+    """Samples, every few seconds, the scheduler's backlog (its two queues), the depth of
+    each app's work queue (`apps()` names the apps the scheduler knows) and the jobs waiting
+    for admission per function."""
+    pending_seen: set[str] = set()
     while True:
         await asyncio.sleep(QUEUE_SAMPLE_S)
         queues = [topology.SCHEDULER_EVENTS_QUEUE, topology.SCHEDULER_OUTCOMES_QUEUE]
@@ -65,3 +109,18 @@ async def sample_queues(broker: Broker, apps: Callable[[], Iterable[str]]) -> No
                 QUEUE_MESSAGES.labels(queue).set(depth)
         except Exception:  # a metric must never stop the scheduler
             logger.exception("sampling queue depths failed")
+        try:
+            pending_seen = await _sample_pending(store, pending_seen)
+        except Exception:  # a metric must never stop the scheduler
+            logger.exception("sampling jobs pending admission failed")
+
+
+async def _sample_pending(store: Store, seen: set[str]) -> set[str]:
+    """Sets the pending gauge of every function with jobs waiting, and back to 0 for those
+    that had some at the last sample and have none now; returns the functions set."""
+    pending = await store.pending_jobs_by_function()
+    for function_id in seen - pending.keys():
+        PENDING.labels(function_id).set(0)
+    for function_id, count in pending.items():
+        PENDING.labels(function_id).set(count)
+    return seen | pending.keys()

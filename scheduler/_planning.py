@@ -3,6 +3,7 @@ and `now`; the scheduler applies the changes in one transaction."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from typing import Any
@@ -16,6 +17,7 @@ from tideflow.store import gates as gating
 from tideflow.store import models as m
 
 from . import _backoff as backoff
+from . import _cancellation as cancellation
 from . import _holding as holding
 from . import _system_events as system_events
 from ._registry import FunctionSpec, Registry
@@ -91,6 +93,8 @@ def run_of(
         slots=concurrency.slots(spec.concurrency, spec.function_id, env, events[0]),
         priority_ms=priority.offset_ms(spec.priority, events[0]),
         gates=gates,
+        start_timeout_ms=spec.start_timeout_ms,
+        finish_timeout_ms=spec.finish_timeout_ms,
         listeners=cancel_rule.listeners(spec.cancel, run_id, events[0]),
     )
 
@@ -297,3 +301,23 @@ def _cron_tick(timer: m.TimerRecord, registry: Registry, now: int) -> list[m.Cha
     )
     next_timer = cron_timer(spec.function_id, cron, after_ms=max(now, timer.due_at))
     return [m.AddEvents([event]), m.AddTimer(next_timer)]
+
+
+def plan_timeout(timer: m.TimerRecord, run: m.RunRecord | None, now: int) -> list[m.Change]:
+    """What a run's start or finish deadline does: cancel it if it has not started (start) or
+    not ended (finish) in time; a finish deadline found early moves to the real one."""
+    if run is None or run.status in m.TERMINAL:
+        return []
+    limit_ms = int(timer.payload["ms"])
+    if timer.step_hash == "start":
+        if run.started_at is not None:
+            return []
+        detail = f"by its start timeout: no step started within {limit_ms} ms"
+        return cancellation.cancel(run, cancellation.TIMEOUT, detail, now)
+    deadline = None if run.started_at is None else run.started_at + limit_ms
+    if deadline is None or deadline > now:
+        due = now + limit_ms if deadline is None else deadline
+        later = dataclasses.replace(timer, timer_id=new_id(now), due_at=due)
+        return [m.AddTimer(later)]
+    detail = f"by its finish timeout: not finished within {limit_ms} ms of its first step"
+    return cancellation.cancel(run, cancellation.TIMEOUT, detail, now)

@@ -55,6 +55,8 @@ class FunctionSpec:
     singleton: singleton_rule.Spec | None = None
     idempotency: idempotency_rule.Spec | None = None
     batch_events: batching_rule.Spec | None = None
+    start_timeout_ms: int | None = None
+    finish_timeout_ms: int | None = None
     cancel: cancel_rule.Spec = ()
 
 
@@ -128,5 +130,7 @@ def _spec(config: dict[str, Any]) -> FunctionSpec:
         singleton=singleton_rule.parse(config.get("singleton")),
         idempotency=idempotency_rule.parse(config.get("idempotency")),
         batch_events=batching_rule.parse(config.get("batch_events")),
+        start_timeout_ms=(config.get("timeouts") or {}).get("start_ms"),
+        finish_timeout_ms=(config.get("timeouts") or {}).get("finish_ms"),
         cancel=cancel_rule.parse(config.get("cancel")),
     )

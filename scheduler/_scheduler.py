@@ -89,7 +89,9 @@ class Scheduler:
             "sweeper": self._sweeper_loop,
             "registry": self._registry_loop,
             "heartbeat": lambda: self._store.heartbeat(self._owner, "scheduler", ()),
-            "metrics": lambda: _metrics.sample_queues(self._broker, self._registry.app_ids),
+            "metrics": lambda: _metrics.sample_queues(
+                self._broker, self._store, self._registry.app_ids
+            ),
         }
         tasks = [
             asyncio.create_task(loop(), name=f"tideflow-scheduler-{name}")
@@ -185,6 +187,7 @@ class Scheduler:
         ]
         applied = await self._store.process_events(plans, self.now_ms())
         _metrics.EVENTS.inc(len(records))
+        _metrics.count_flow(applied.flow)
         await self._publish(applied)
 
     async def _refresh_if_unknown(self, records: Sequence[m.EventRecord]) -> None:
@@ -269,9 +272,14 @@ class Scheduler:
         timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
         for timer in timers:
             _metrics.observe_timer(timer, now)
-            changes = planning.plan_timer(
-                timer, self._registry, self.now_ms(), env=self._settings.env
-            )
+            if timer.kind == m.TIMER_TIMEOUT:
+                # A deadline depends on the run as it is now (started? ended?).
+                run = await self._store.get_run(timer.run_id)
+                changes = planning.plan_timeout(timer, run, self.now_ms())
+            else:
+                changes = planning.plan_timer(
+                    timer, self._registry, self.now_ms(), env=self._settings.env
+                )
             applied = await self._store.fire_timer(timer, self._owner, changes, self.now_ms())
             await self._publish(applied)
         return len(timers)
@@ -325,7 +333,7 @@ class Scheduler:
             jobs, pending = await self._store.admit(
                 sorted(pending), self.now_ms(), concurrency.admit, per_key=_ADMIT_PER_POOL
             )
-            _metrics.ADMITTED.inc(len(jobs))
+            _metrics.count_admitted(jobs)
             await self._dispatcher.publish(m.Applied(jobs=jobs))
 
     async def _registry_loop(self) -> None:

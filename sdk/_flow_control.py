@@ -133,7 +133,7 @@ class FlowControl:
     timeouts: Timeouts | None = None
 
 
-_NOT_YET = ("timeouts",)
+_NOT_YET: tuple[str, ...] = ()
 """Options of the contract that the engine does not apply yet: refused, never ignored."""
 
 _NOT_WITH_BATCHING = ("rate_limit", "idempotency", "debounce", "priority", "singleton", "cancel")
@@ -169,6 +169,7 @@ _CHECKED = (
     "singleton",
     "idempotency",
     "batch_events",
+    "timeouts",
     "cancel",
 )
 """Options checked by the `_Checker` method of the same name."""
@@ -276,6 +277,17 @@ class _Checker:
                 "singleton.mode", f"must be one of {SINGLETON_MODES}, got {value.mode!r}"
             )
         return {"key": self.key("singleton", value.key), "mode": value.mode}
+
+    def timeouts(self, value: Timeouts) -> dict[str, Any]:
+        self.instance("timeouts", value, Timeouts)
+        if value.start is None and value.finish is None:
+            raise self.fail("timeouts", "needs start, finish or both")
+        return {
+            name: None
+            if limit is None
+            else self.duration(f"timeouts.{name.removesuffix('_ms')}", limit, _SECOND, _YEAR)
+            for name, limit in (("start_ms", value.start), ("finish_ms", value.finish))
+        }
 
     def idempotency(self, text: str) -> str:
         return self.expression("idempotency", text)

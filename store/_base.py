@@ -22,7 +22,7 @@ from ._models import (
     TimerRecord,
     WaitRecord,
 )
-from ._views import EventState, ProcessRecord, QueueDepths, RunPage
+from ._views import EventState, ProcessRecord, QueueDepths, RunHold, RunPage
 
 
 class Store(abc.ABC):
@@ -241,6 +241,31 @@ class Store(abc.ABC):
     async def run_refusals(self, event_id: str) -> dict[str, str]:
         """Why the event started no run, per function id whose gate kept it from starting one
         ("rate_limited", "idempotent" or "singleton")."""
+
+    # Flow-control visibility
+
+    @abc.abstractmethod
+    async def pending_jobs_by_function(self) -> dict[str, int]:
+        """How many jobs wait for admission, per function id (functions with none are left
+        out); one grouped read."""
+
+    @abc.abstractmethod
+    async def run_hold(self, run_id: str) -> RunHold | None:
+        """Why flow control holds the run now (a job pending admission, else a throttle's
+        start timer), or None; one read."""
+
+    @abc.abstractmethod
+    async def runs_listing_event(
+        self, payload_id: str, function_ids: Sequence[str], since: int
+    ) -> dict[str, str]:
+        """Runs of these functions, queued at or after `since`, whose events include the event
+        whose payload id is `payload_id` (a debounced or batched event merged into a run that
+        another event started): run id per function id."""
+
+    @abc.abstractmethod
+    async def first_runs_since(self, function_id: str, since: int, limit: int) -> list[RunRecord]:
+        """The function's first `limit` runs queued at or after `since`, oldest first (the run
+        a debounced burst started is the first of its key after its events)."""
 
     @abc.abstractmethod
     async def forget_gate_state(self, now: int, limit: int) -> int:

@@ -241,6 +241,9 @@ class GatePass:
             await tx.execute("hold_gate_keys", {"holds": codec.dumps(holding)})
         if self._refusals:
             await tx.execute("insert_run_refusals", {"refusals": codec.dumps(self._refusals)})
+            applied.flow.extend(
+                m.FlowEffect(str(r["function_id"]), str(r["reason"])) for r in self._refusals
+            )
 
 
 def _gates_of(change: m.Change) -> tuple[Gate, ...]:

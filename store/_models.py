@@ -27,6 +27,8 @@ WAIT_CANCEL = "cancel"
 """A run's cancel listener (`cancel=[Cancel(...)]`): a wait whose match cancels the run."""
 TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
 TIMER_START = "start"
+TIMER_TIMEOUT = "timeout"
+"""A run's start or finish deadline (`step_hash` "start" or "finish")."""
 """A run held before its first step (a throttle): its first job is made when it fires."""
 TIMER_DEBOUNCE, TIMER_BATCH = "debounce", "batch"
 """Hold timers: `run_id` carries the function id and `step_hash` the key value."""
@@ -288,6 +290,10 @@ class CreateRun:
     starts (rate limit, idempotency, singleton; in that order) and when (throttle)."""
     start_at: int | None = None
     """Set by a throttle: the run is created now, its first job at this time (a timer)."""
+    start_timeout_ms: int | None = None
+    """Cancel the run if its first step has not started this long after it was created."""
+    finish_timeout_ms: int | None = None
+    """Cancel the run if it has not ended this long after its first step started."""
     listeners: tuple[Listener, ...] = ()
     """Cancel listeners, registered in the transaction that creates the run."""
 
@@ -464,6 +470,19 @@ Change = (
 )
 
 
+THROTTLED, DEBOUNCED, BATCHED = "throttled", "debounced", "batched"
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowEffect:
+    """What a flow-control rule did to one event of a function, for the scheduler's metrics:
+    started no run (a gate refusal's reason), delayed its run (THROTTLED) or held it
+    (DEBOUNCED, BATCHED)."""
+
+    function_id: str
+    effect: str
+
+
 @dataclasses.dataclass(frozen=True)
 class RunRef:
     """Which run, of which function and app: what a cancel notice and a metric need."""
@@ -485,12 +504,15 @@ class Applied:
     """Concurrency pools with a job created pending or a slot freed: admit into them."""
     done: bool = True
     """False when the guard refused it: already applied elsewhere, or no longer valid."""
+    flow: list[FlowEffect] = dataclasses.field(default_factory=list)
+    """What flow control did to the events applied (counted, never published)."""
 
     def extend(self, other: Applied) -> None:
         self.jobs.extend(other.jobs)
         self.events.extend(other.events)
         self.cancelled.extend(other.cancelled)
         self.admission_keys |= other.admission_keys
+        self.flow.extend(other.flow)
 
 
 def _iso(ms: int | None) -> str | None:

@@ -503,6 +503,38 @@ class SqlStore(Store, abc.ABC):
             rows = await tx.fetch("select_run_refusals", {"event_id": event_id})
         return {row["function_id"]: row["reason"] for row in rows}
 
+    # Flow-control visibility
+
+    async def pending_jobs_by_function(self) -> dict[str, int]:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("count_pending_jobs_by_function", {})
+        return {row["function_id"]: int(row["count"]) for row in rows}
+
+    async def run_hold(self, run_id: str) -> views.RunHold | None:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_run_hold", {"run_id": run_id})
+        # A pending job comes first: a run past its start timer has no timer left.
+        rows.sort(key=lambda row: row["rule"] != "concurrency")
+        return views.RunHold(rows[0]["rule"], int(rows[0]["at"])) if rows else None
+
+    async def runs_listing_event(
+        self, payload_id: str, function_ids: Sequence[str], since: int
+    ) -> dict[str, str]:
+        if not function_ids:
+            return {}
+        # The event as a run's `events` column spells it (compact JSON, see codec.dumps).
+        needle = (codec.dumps({"id": payload_id}) or "")[1:-1]
+        params = {"needle": needle, "function_ids": sorted(function_ids), "since": since}
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_runs_listing_event", params)
+        return {row["function_id"]: row["run_id"] for row in rows}
+
+    async def first_runs_since(self, function_id: str, since: int, limit: int) -> list[m.RunRecord]:
+        params = {"function_id": function_id, "since": since, "limit": limit}
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_first_runs_since", params)
+        return [codec.run(row) for row in rows]
+
     async def forget_gate_state(self, now: int, limit: int) -> int:
         async with self._autocommit() as tx:
             return await tx.execute("delete_expired_gate_state", {"now": now, "limit": limit})
@@ -673,6 +705,9 @@ class SqlStore(Store, abc.ABC):
     ) -> None:
         if held is None or gates is None:
             raise ValueError(f"{change!r} applied without its hold and gates locked")
+        if not isinstance(change, m.StartHeld):
+            effect = m.DEBOUNCED if isinstance(change, m.HoldDebounced) else m.BATCHED
+            applied.flow.append(m.FlowEffect(change.function_id, effect))
         started = await holds.apply(tx, change, now, held)
         if started:
             admitted = await gates.admit_started(tx, started, now, runs, self._lock_run_ids)
@@ -703,22 +738,26 @@ class SqlStore(Store, abc.ABC):
             "now": now,
         }
         slots = {**codec.slot_params(change.slots), "priority_ms": change.priority_ms}
+        timers = _deadlines(change, now)
         if change.start_at is not None:
             # Held (a throttle): the run now, its first job when the timer fires.
-            if await tx.execute("insert_held_run", {**params, **slots}):
-                runs[change.run_id] = m.QUEUED
-                timer = m.TimerRecord(
-                    new_id(now), m.TIMER_START, change.run_id, "", change.start_at
-                )
-                await tx.execute("insert_timer", codec.timer_params(timer))
-                await _listen(tx, change, now)
+            created = bool(await tx.execute("insert_held_run", {**params, **slots}))
+            timers.append(
+                m.TimerRecord(new_id(now), m.TIMER_START, change.run_id, "", change.start_at)
+            )
+        else:
+            # One statement: the run, and its first job only if the run is new.
+            rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
+            _collect_jobs(rows, applied)
+            created = bool(rows)
+        if not created:
             return
-        # One statement: the run, and its first job only if the run is new.
-        rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
-        _collect_jobs(rows, applied)
-        if rows:
-            runs[change.run_id] = m.QUEUED
-            await _listen(tx, change, now)
+        runs[change.run_id] = m.QUEUED
+        if change.start_at is not None:
+            applied.flow.append(m.FlowEffect(change.function_id, m.THROTTLED))
+        for timer in timers:
+            await tx.execute("insert_timer", codec.timer_params(timer))
+        await _listen(tx, change, now)
 
     async def _dispatch(
         self, tx: Tx, run_id: str, attempt: int, now: int, applied: m.Applied
@@ -851,3 +890,19 @@ def _collect_jobs(rows: Sequence[Mapping[str, Any]], applied: m.Applied) -> None
 
 def _slot_keys(row: Mapping[str, Any]) -> set[str]:
     return {key for key in (row["slot_key_1"], row["slot_key_2"]) if key is not None}
+
+
+def _deadlines(change: m.CreateRun, now: int) -> list[m.TimerRecord]:
+    """The timers of a new run's `timeouts`. The finish deadline counts from the first step's
+    start, unknown yet: its timer first fires `finish` after the run's creation (no earlier
+    than the deadline) and moves itself to the real deadline then."""
+    timers = []
+    for name, limit in (("start", change.start_timeout_ms), ("finish", change.finish_timeout_ms)):
+        if limit is not None:
+            timer_id = new_id(now)
+            timers.append(
+                m.TimerRecord(
+                    timer_id, m.TIMER_TIMEOUT, change.run_id, name, now + limit, {"ms": limit}
+                )
+            )
+    return timers

@@ -42,3 +42,13 @@ class QueueDepths:
 
     jobs_by_app: dict[str, int]
     unprocessed_events: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RunHold:
+    """Why flow control holds a run now: its job waits for a concurrency slot (`rule`
+    "concurrency", `at` when it began to wait) or its start timer is set (`rule` "throttle",
+    `at` when it starts)."""
+
+    rule: str
+    at: int

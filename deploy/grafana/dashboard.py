@@ -21,7 +21,6 @@ from grafana_foundation_sdk.builders.dashboard import (
     Row,
 )
 from grafana_foundation_sdk.builders.prometheus import Dataquery
-from grafana_foundation_sdk.builders.text import Panel as Text
 from grafana_foundation_sdk.builders.timeseries import Panel as Timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import TimeZoneBrowser
@@ -231,15 +230,60 @@ def errors() -> list[Timeseries]:
     ]
 
 
-FLOW_CONTROL_NOTE = (
-    "Flow control (concurrency limits, throttling, debouncing) is not built yet. "
-    "Its panels (slots in use and jobs held, by function) arrive with it: "
-    "this dashboard only shows series tideflow exports."
-)
-
-
-def flow_control() -> list[Text]:
-    return [Text().title("Flow control").content(FLOW_CONTROL_NOTE).span(24).height(3)]
+def flow_control() -> list[Timeseries]:
+    return [
+        _panel(
+            "Jobs waiting for a concurrency slot",
+            "short",
+            # Every scheduler samples the same store: max, not sum.
+            [("max by (function) (tideflow_scheduler_jobs_pending)", "{{function}}")],
+            description="Step jobs pending admission, by function (sampled every few seconds).",
+        ),
+        _panel(
+            "Jobs admitted",
+            "ops",
+            [
+                (
+                    f"sum by (function) (rate(tideflow_scheduler_jobs_admitted_total[{RATE}]))",
+                    "{{function}}",
+                )
+            ],
+            description="Step jobs of concurrency-limited functions let into their slots.",
+        ),
+        _panel(
+            "Events that started no run",
+            "ops",
+            [
+                (
+                    "sum by (function, reason) "
+                    f"(rate(tideflow_scheduler_events_refused_total[{RATE}]))",
+                    "{{reason}} {{function}}",
+                )
+            ],
+            description="Refused by a rate limit, an idempotency key or a singleton.",
+        ),
+        _panel(
+            "Runs delayed by throttle",
+            "ops",
+            [
+                (
+                    f"sum by (function) (rate(tideflow_scheduler_runs_throttled_total[{RATE}]))",
+                    "{{function}}",
+                )
+            ],
+        ),
+        _panel(
+            "Events held (debounce, batching)",
+            "ops",
+            [
+                (
+                    f"sum by (function, rule) (rate(tideflow_scheduler_events_held_total[{RATE}]))",
+                    "{{rule}} {{function}}",
+                )
+            ],
+            description="Events kept before their run exists: a burst's or a batch's.",
+        ),
+    ]
 
 
 def infrastructure() -> list[Timeseries]:

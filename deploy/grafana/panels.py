@@ -99,7 +99,7 @@ def render_png(url: str, *, start: float, end: float, path: pathlib.Path) -> Non
 
     shown = [panel for panel in panels() if panel.targets]
     columns = 3
-    rows = math.ceil(len(shown) / columns) + 1
+    rows = math.ceil(len(shown) / columns)
     figure = plt.figure(figsize=(18, 3.2 * rows), facecolor="#111217")
     figure.suptitle("tideflow", color="#d8d9da", fontsize=16, x=0.02, ha="left")
     for index, panel in enumerate(shown):
@@ -132,9 +132,7 @@ def render_png(url: str, *, start: float, end: float, path: pathlib.Path) -> Non
                 labelcolor="#d8d9da",
                 framealpha=0.8,
             )
-    note = next((panel.text for panel in panels() if panel.row == "Flow control"), "")
-    figure.text(0.02, 0.01, f"Flow control: {note}", color="#8e8e8e", fontsize=8)
-    figure.tight_layout(rect=(0, 0.03, 1, 0.97))
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=80, facecolor=figure.get_facecolor())
     plt.close(figure)

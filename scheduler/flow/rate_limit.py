@@ -15,6 +15,7 @@ from typing import Any
 from tideflow._core.expressions import Expression
 from tideflow.store import gates
 
+from . import gcra
 from .keys import compile_key, key_value
 from .run_gates import gate_key
 
@@ -41,15 +42,10 @@ class Gate:
 
     def decide(self, state: gates.GateState) -> gates.GateVerdict:
         now = state.now * self.limit
-        tat = now
-        if state.row is not None:
-            # A row written under another limit is rescaled to this one's units.
-            tat = max(now, state.row.value * self.limit // max(state.row.scale, 1))
-        new_tat = tat + self.period_ms
+        new_tat = gcra.arrival(state.row, now, self.limit) + self.period_ms
         if new_tat - now > self.period_ms * self.limit:
             return gates.GateVerdict(admit=False)
-        expires_at = -(-new_tat // self.limit)  # ceiling: past it, the TAT is behind now
-        return gates.GateVerdict(admit=True, row=gates.GateRow(new_tat, self.limit, expires_at))
+        return gates.GateVerdict(admit=True, row=gcra.row(new_tat, self.limit))
 
 
 def parse(config: dict[str, Any] | None) -> Spec | None:

@@ -16,6 +16,7 @@ from typing import Any
 from tideflow._core.expressions import Expression
 from tideflow.store import gates
 
+from . import gcra
 from .keys import compile_key, key_value
 from .run_gates import gate_key
 
@@ -46,17 +47,13 @@ class Gate:
 
     def decide(self, state: gates.GateState) -> gates.GateVerdict:
         now = state.now * self.limit
-        tat = now
-        if state.row is not None:
-            # A row written under another limit is rescaled to this one's units.
-            tat = max(now, state.row.value * self.limit // max(state.row.scale, 1))
-        interval = self.period_ms
-        start = max(now, tat - (self.burst - 1) * interval)
-        new_tat = tat + interval
+        tat = gcra.arrival(state.row, now, self.limit)
+        start = max(now, tat - (self.burst - 1) * self.period_ms)
         start_ms = -(-start // self.limit)
-        row = gates.GateRow(new_tat, self.limit, -(-new_tat // self.limit))
         return gates.GateVerdict(
-            admit=True, row=row, start_at=start_ms if start_ms > state.now else None
+            admit=True,
+            row=gcra.row(tat + self.period_ms, self.limit),
+            start_at=start_ms if start_ms > state.now else None,
         )
 
 

@@ -333,7 +333,7 @@ RETURNING internal_id
 -- name: insert_quiet_event
 INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
 VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at,
-        NOT EXISTS (SELECT 1 FROM waits WHERE kind = 'event' AND event_name = :name))
+        NOT EXISTS (SELECT 1 FROM waits WHERE kind IN ('event', 'cancel') AND event_name = :name))
 ON CONFLICT (internal_id) DO NOTHING
 RETURNING processed
 
@@ -604,6 +604,29 @@ FROM json_each(:timers) WHERE true
 ON CONFLICT (kind, run_id, step_hash) DO UPDATE
 SET timer_id = excluded.timer_id, due_at = excluded.due_at, claimed_by = NULL,
     claimed_until = NULL
+
+
+-- name: count_pending_jobs_by_function
+-- Jobs waiting for admission (the flow-control metrics' gauge), one grouped read.
+SELECT function_id, COUNT(*) AS count FROM jobs WHERE status = 'pending' GROUP BY function_id
+
+-- name: select_run_hold
+-- Why flow control holds a run: its job waits for a slot, or its start timer (a throttle).
+SELECT 'concurrency' AS rule, published_at AS at FROM jobs
+WHERE run_id = :run_id AND status = 'pending'
+UNION ALL
+SELECT 'throttle' AS rule, due_at AS at FROM timers WHERE kind = 'start' AND run_id = :run_id
+
+-- name: select_runs_listing_event
+-- Runs that a debounced or batched event was merged into (the dashboard's event page).
+SELECT function_id, run_id FROM runs
+WHERE function_id IN (SELECT value FROM json_each(:function_ids)) AND queued_at >= :since
+  AND instr(events, :needle) > 0
+ORDER BY queued_at
+
+-- name: select_first_runs_since
+SELECT * FROM runs WHERE function_id = :function_id AND queued_at >= :since
+ORDER BY queued_at, run_id LIMIT :limit
 
 
 -- name: migration_7

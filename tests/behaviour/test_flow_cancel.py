@@ -311,3 +311,33 @@ async def test_an_event_cancels_a_run_held_by_throttle_and_one_waiting_for_a_sig
     assert_cancelled_by_event(signalled_ended)
     assert started == [1]
     assert steps == []
+
+
+async def test_another_runs_finish_event_cancels_the_run(
+    client: tideflow.Client, engine_for: EngineFactory
+) -> None:
+    # No function triggers on tideflow/function.finished: the engine stores such events
+    # processed, unless a run waits or listens for one, as here.
+    define_napper(
+        client,
+        tideflow.Cancel(
+            event="tideflow/function.finished",
+            if_exp="event.data.id == async.data.event.data.id",
+        ),
+        nap="30s",
+    )
+
+    @client.create_function(fn_id="other", trigger=tideflow.TriggerEvent(event="t/other"))
+    async def other(ctx: tideflow.Context) -> int:
+        done: int = ctx.event.data["id"]
+        return done
+
+    async with engine_for(client) as engine:
+        run_id = await start(engine, {"id": 3})
+        await until_step(engine, run_id, "nap")
+        await engine.finish({"name": "t/other", "data": {"id": 4}})
+        await engine.finish({"name": "t/other", "data": {"id": 3}})
+        ended = await engine.wait_for_run(run_id, timeout_s=TIMEOUT_S)
+
+    assert ended["status"] == "Cancelled"
+    assert "by event tideflow/function.finished (event)" in ended["error"]["message"]

@@ -53,6 +53,11 @@ MOVING = [
     'tideflow_step_retries_total{function="load-order"}',
     "tideflow_broker_messages_published_total",
     "tideflow_store_statements_total",
+    'tideflow_scheduler_jobs_admitted_total{function="load-slot"}',
+    'tideflow_scheduler_events_refused_total{function="load-limited",reason="rate_limited"}',
+    'tideflow_scheduler_runs_throttled_total{function="load-throttled"}',
+    'tideflow_scheduler_events_held_total{function="load-debounced",rule="debounce"}',
+    'tideflow_scheduler_events_held_total{function="load-batched",rule="batch"}',
 ]
 
 
@@ -159,10 +164,14 @@ def _scraped(url: str) -> bool:
     return bool(result) and float(result[0]["value"][1]) == 3
 
 
-def _send_load(api: Api) -> list[str]:
+def _send_load(api: Api) -> tuple[list[str], list[str]]:
     """A few dozen runs, including retries and failures, in waves over a few scrapes (a rate
-    needs two samples of a series)."""
+    needs two samples of a series); and events for flow control: runs of a function limited
+    to one step at a time (a backlog the pending gauge samples), and events that a rate limit
+    refuses, a throttle delays, a debounce and a batch hold. Returns the ids of the first kind
+    and of the limited function's events."""
     ids: list[str] = []
+    slots: list[str] = []
     for wave in range(4):
         events = [
             {"name": "load/order", "data": {"n": n, "flaky": n % 4 == 0}}
@@ -170,10 +179,12 @@ def _send_load(api: Api) -> list[str]:
         ]
         events.append({"name": "load/refund", "data": {"n": wave}})
         ids += api.send(*events)
+        slots += api.send(*({"name": "load/slot", "data": {"n": n}} for n in range(6)))
+        api.send(*({"name": "load/flow", "data": {"n": n}} for n in range(3)))
         time.sleep(1.5)
     refused = api.http.post("/e/test", content=b"{not json")
     assert refused.status_code == 400
-    return ids
+    return ids, slots
 
 
 def _ended(api: Api, event_ids: list[str]) -> bool:
@@ -200,7 +211,7 @@ def test_every_dashboard_panel_has_data_from_a_live_cluster(
     ):
         eventually(lambda: _scraped(url), what="Prometheus to scrape every process")
         start = time.time() - 5
-        event_ids = _send_load(api)
+        event_ids, slot_ids = _send_load(api)
         eventually(lambda: _ended(api, event_ids), timeout_s=45, interval_s=0.3, what="runs")
         statuses = sorted(api.runs(event_id)[0]["status"] for event_id in event_ids)
         assert statuses.count("Failed") == 4
@@ -232,6 +243,10 @@ def test_every_dashboard_panel_has_data_from_a_live_cluster(
             eventually(all_panels_have_data, timeout_s=20, interval_s=1, what="panels")
         assert missing == []
         flow_control = [p for p in panels.panels() if p.row == "Flow control"]
-        assert [p.targets for p in flow_control] == [()], "flow control panels need its series"
+        assert len(flow_control) == 5
+        assert all(p.targets for p in flow_control), "a flow-control panel is a placeholder"
+        # The limited function's backlog drained: one step at a time, every run completed.
+        eventually(lambda: _ended(api, slot_ids), timeout_s=45, interval_s=0.3, what="slots")
+        assert {api.runs(event_id)[0]["status"] for event_id in slot_ids} == {"Completed"}
         if out := os.environ.get("TIDEFLOW_DASHBOARD_PNG"):
             panels.render_png(url, start=start, end=time.time(), path=pathlib.Path(out))

@@ -7,6 +7,7 @@ import collections
 import pathlib
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -186,3 +187,7 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"== {p.log_path.name}\n{p.output()[-3000:]}" for p in self.processes)
+
+
+ClusterOf = Callable[..., Cluster]
+"""The `cluster_of` fixture: makes a `Cluster` from `Cluster`'s keyword arguments."""

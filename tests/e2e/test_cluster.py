@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import collections
-import pathlib
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cluster import COMPOSE, Cluster, compose_command
-from helpers import FAILED, eventually
+from cluster import COMPOSE, Cluster, ClusterOf, compose_command
+from helpers import eventually
 
 pytestmark = [
     pytest.mark.postgres,
@@ -24,16 +22,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def cluster(
-    request: pytest.FixtureRequest, tmp_path: pathlib.Path, postgres_url: str, rabbitmq_url: str
-) -> Iterator[Cluster]:
-    running = Cluster(tmp_path, database_url=postgres_url, broker_url=rabbitmq_url)
-    try:
-        yield running
-    finally:
-        running.stop()
-        if request.node.stash.get(FAILED, False):
-            sys.stderr.write(running.logs())
+def cluster(cluster_of: ClusterOf) -> Cluster:
+    return cluster_of()
 
 
 def go(n: int, **data: Any) -> dict[str, Any]:

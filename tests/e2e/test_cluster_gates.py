@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import pathlib
-import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from cluster import Cluster
-from helpers import FAILED
+from cluster import Cluster, ClusterOf
 from tideflow.store import create_store
 
 pytestmark = [
@@ -44,22 +40,9 @@ def limited(ctx):
 
 
 @pytest.fixture
-def cluster(
-    request: pytest.FixtureRequest, tmp_path: pathlib.Path, postgres_url: str, rabbitmq_url: str
-) -> Iterator[Cluster]:
-    running = Cluster(
-        tmp_path,
-        database_url=postgres_url,
-        broker_url=rabbitmq_url,
-        app=APP,
-        known_function="cluster-limited",
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
-        if request.node.stash.get(FAILED, False):
-            sys.stderr.write(running.logs())
+def cluster(cluster_of: ClusterOf) -> Cluster:
+    running = cluster_of(app=APP, known_function="cluster-limited")
+    return running
 
 
 async def decided(database_url: str, event_ids: list[str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ SCREENSHOT = ROOT / "docs" / "run-detail.png"
 KEY = "dashboard-test-signing-key"
 APP = textwrap.dedent(
     """
+    import asyncio
     import datetime
 
     import tideflow
@@ -49,6 +50,33 @@ APP = textwrap.dedent(
     async def nap(ctx):
         await ctx.step.sleep("long-nap", datetime.timedelta(hours=1))
         return "rested"
+
+
+    @client.create_function(
+        fn_id="solo", trigger=tideflow.TriggerEvent(event="ui/solo"), concurrency=1
+    )
+    async def solo(ctx):
+        # The first run's job keeps the one slot a while; the next run's job waits for it.
+        await asyncio.sleep(ctx.event.data.get("hold_s", 0))
+        return "done"
+
+
+    @client.create_function(
+        fn_id="paced",
+        trigger=tideflow.TriggerEvent(event="ui/gate"),
+        throttle=tideflow.Throttle(limit=1, period="1h"),
+    )
+    async def paced(ctx):
+        return "paced"
+
+
+    @client.create_function(
+        fn_id="limited",
+        trigger=tideflow.TriggerEvent(event="ui/gate"),
+        rate_limit=tideflow.RateLimit(limit=1, period="1m"),
+    )
+    async def limited(ctx):
+        return "limited"
     """
 )
 
@@ -261,3 +289,41 @@ def test_the_login_refuses_a_wrong_key(tmp_path: pathlib.Path, browser: Browser)
             expect(page.get_by_text("ui-greet")).to_be_visible()
         finally:
             page.close()
+
+
+def test_the_run_page_says_why_flow_control_holds_a_run(dev: Dev, page: Page) -> None:
+    (holding,) = dev.api.send({"name": "ui/solo", "data": {"hold_s": 15}})
+    first = eventually(lambda: dev.api.runs(holding), what="the first solo run")[0]
+    eventually(
+        lambda: dev.api.run(first["run_id"])["status"] == "Running",
+        what="the first run to take the slot",
+    )
+    (waiting,) = dev.api.send({"name": "ui/solo"})
+    second = eventually(lambda: dev.api.runs(waiting), what="the second solo run")[0]
+
+    page.goto(f"{dev.url}/runs/{second['run_id']}")
+    expect(page.locator("#run-held")).to_contain_text("Waiting for a concurrency slot since")
+
+    first_gate, second_gate = (
+        dev.api.send({"name": "ui/gate", "data": {"n": n}})[0] for n in (1, 2)
+    )
+    paced = eventually(
+        lambda: [r for r in dev.api.runs(second_gate) if r["function_id"] == "ui-paced"],
+        what="the throttled run",
+    )[0]
+    page.goto(f"{dev.url}/runs/{paced['run_id']}")
+    expect(page.locator("#run-status")).to_have_text("Queued")
+    expect(page.locator("#run-held")).to_contain_text("Throttled: starts at")
+    assert first_gate != second_gate
+
+
+def test_the_event_page_says_why_an_event_started_no_run(dev: Dev, page: Page) -> None:
+    # The rate limit (1 a minute) lets the first of two events through, refuses the second.
+    dev.api.send({"name": "ui/gate", "data": {"n": 3}})
+    (refused,) = dev.api.send({"name": "ui/gate", "data": {"n": 4}})
+    eventually(lambda: dev.api.runs(refused), what="the event to be processed")
+
+    page.goto(f"{dev.url}/events/{refused}")
+    reason = page.locator('#not-started li[data-function="ui-limited"]')
+    expect(reason).to_contain_text("rate_limited")
+    expect(reason).to_contain_text("its rate limit was reached")

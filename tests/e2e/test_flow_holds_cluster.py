@@ -3,15 +3,12 @@ one key land on either replica while either fires the key's timer."""
 
 from __future__ import annotations
 
-import pathlib
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster import Cluster
-from helpers import FAILED, eventually
+from cluster import Cluster, ClusterOf
+from helpers import eventually
 
 pytestmark = [
     pytest.mark.postgres,
@@ -46,23 +43,10 @@ def debounced(ctx):
 
 
 @pytest.fixture
-def cluster(
-    request: pytest.FixtureRequest, tmp_path: pathlib.Path, postgres_url: str, rabbitmq_url: str
-) -> Iterator[Cluster]:
-    running = Cluster(
-        tmp_path,
-        database_url=postgres_url,
-        broker_url=rabbitmq_url,
-        app=APP,
-        known_function="holds-batched",
-    )
-    try:
-        running.start(schedulers=2, workers=1)
-        yield running
-    finally:
-        running.stop()
-        if request.node.stash.get(FAILED, False):
-            sys.stderr.write(running.logs())
+def cluster(cluster_of: ClusterOf) -> Cluster:
+    running = cluster_of(app=APP, known_function="holds-batched")
+    running.start(schedulers=2, workers=1)
+    return running
 
 
 def ended_runs(cluster: Cluster, ids: list[str], count: int) -> list[dict[str, Any]]:

@@ -5,16 +5,13 @@ lease lapses and it runs elsewhere. On a PostgreSQL + RabbitMQ cluster."""
 from __future__ import annotations
 
 import collections
-import pathlib
 import signal
-import sys
 import textwrap
 import time
-from collections.abc import Iterator
 
 import pytest
-from cluster import Cluster
-from helpers import FAILED, eventually
+from cluster import Cluster, ClusterOf
+from helpers import eventually
 
 APP = textwrap.dedent(
     """
@@ -44,23 +41,9 @@ APP = textwrap.dedent(
 
 
 @pytest.fixture
-def cluster(
-    request: pytest.FixtureRequest, tmp_path: pathlib.Path, postgres_url: str, rabbitmq_url: str
-) -> Iterator[Cluster]:
-    running = Cluster(
-        tmp_path,
-        database_url=postgres_url,
-        broker_url=rabbitmq_url,
-        lease_s=2,
-        app=APP,
-        known_function="drain-slow",
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
-        if request.node.stash.get(FAILED, False):
-            sys.stderr.write(running.logs())
+def cluster(cluster_of: ClusterOf) -> Cluster:
+    running = cluster_of(lease_s=2, app=APP, known_function="drain-slow")
+    return running
 
 
 def _lines(cluster: Cluster) -> list[str]:

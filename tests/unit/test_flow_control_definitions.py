@@ -21,15 +21,8 @@ def define(**options: Any) -> tideflow.Function:
     )(handler)
 
 
-NOT_APPLIED_YET = {
-    "timeouts": tideflow.Timeouts(start="1m"),
-}
-
-
-@pytest.mark.parametrize("option", sorted(NOT_APPLIED_YET))
-def test_an_option_not_applied_yet_is_refused_not_ignored(option: str) -> None:
-    with pytest.raises(errors.ConfigError, match=rf"^guarded: {option} is not supported"):
-        define(**{option: NOT_APPLIED_YET[option]})
+def test_every_option_of_the_contract_is_applied_none_refused() -> None:
+    define(cancel=tideflow.Cancel(event="t/stop"), timeouts=tideflow.Timeouts(start="1m"))
 
 
 @pytest.mark.parametrize(
@@ -51,6 +44,15 @@ def test_an_option_not_applied_yet_is_refused_not_ignored(option: str) -> None:
         ),
         ({"priority": tideflow.Priority(run="event.data.(")}, r"guarded: priority\.run: "),
         ({"priority": "event.data.p"}, r"^guarded: priority must be a tideflow\.Priority"),
+        ({"timeouts": tideflow.Timeouts()}, r"^guarded: timeouts needs start, finish or both"),
+        (
+            {"timeouts": tideflow.Timeouts(start="500ms")},
+            r"^guarded: timeouts\.start must be between 1s and 365d, got '500ms'",
+        ),
+        (
+            {"timeouts": tideflow.Timeouts(finish="nope")},
+            r"guarded: timeouts\.finish: 'nope' is not a duration",
+        ),
         (
             {"throttle": tideflow.Throttle(limit=1, period="500ms")},
             r"^guarded: throttle\.period must be between 1s and 7d, got '500ms'",
