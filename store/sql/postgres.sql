@@ -750,6 +750,8 @@ ALTER TABLE waits ADD COLUMN match_path TEXT;
 ALTER TABLE waits ADD COLUMN match_key TEXT;
 ALTER TABLE waits ADD COLUMN expires_at BIGINT;
 CREATE INDEX waits_by_match ON waits (event_name, match_path, match_key);
+-- Its prefix serves every lookup by event name: the older index would only cost writes.
+DROP INDEX waits_by_event;
 -- Which names have unindexed waits, estimated per name: without it, the planner multiplies
 -- the two columns' frequencies and may plan a parallel scan for a lookup of a few rows.
 CREATE STATISTICS waits_by_match_stats (mcv) ON event_name, match_path FROM waits;

@@ -635,6 +635,8 @@ ALTER TABLE waits ADD COLUMN match_path TEXT;
 ALTER TABLE waits ADD COLUMN match_key TEXT;
 ALTER TABLE waits ADD COLUMN expires_at INTEGER;
 CREATE INDEX waits_by_match ON waits (event_name, match_path, match_key);
+-- Its prefix serves every lookup by event name: the older index would only cost writes.
+DROP INDEX waits_by_event;
 
 -- name: insert_listeners
 -- `WHERE true`: SQLite needs one for an upsert from a SELECT (ON would read as a join's).
