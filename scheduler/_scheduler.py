@@ -90,7 +90,7 @@ class Scheduler:
             "registry": self._registry_loop,
             "heartbeat": lambda: self._store.heartbeat(self._owner, "scheduler", ()),
             "metrics": lambda: _metrics.sample_queues(
-                self._broker, self._store, self._registry.app_ids
+                self._broker, self._store, self._registry.app_ids, self._registry.limited
             ),
         }
         tasks = [

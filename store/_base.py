@@ -241,6 +241,11 @@ class Store(abc.ABC):
         out); one grouped read."""
 
     @abc.abstractmethod
+    async def slots_in_use_by_function(self) -> dict[str, int]:
+        """How many concurrency slots are held (jobs admitted, not ended), per function id
+        (functions with none are left out); one grouped read."""
+
+    @abc.abstractmethod
     async def run_hold(self, run_id: str) -> RunHold | None:
         """Why flow control holds the run now (a job pending admission, else a throttle's
         start timer), or None; one read."""

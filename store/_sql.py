@@ -456,6 +456,11 @@ class SqlStore(Store, abc.ABC):
             rows = await tx.fetch("count_pending_jobs_by_function", {})
         return {row["function_id"]: int(row["count"]) for row in rows}
 
+    async def slots_in_use_by_function(self) -> dict[str, int]:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("count_slots_in_use_by_function", {})
+        return {row["function_id"]: int(row["count"]) for row in rows}
+
     async def run_hold(self, run_id: str) -> views.RunHold | None:
         async with self._autocommit() as tx:
             rows = await tx.fetch("select_run_hold", {"run_id": run_id})

@@ -738,3 +738,8 @@ ORDER BY queued_at
 -- name: select_first_runs_since
 SELECT * FROM runs WHERE function_id = %(function_id)s AND queued_at >= %(since)s
 ORDER BY queued_at, run_id LIMIT %(limit)s
+
+-- name: count_slots_in_use_by_function
+-- Slots held (admitted jobs of concurrency-limited functions), per function: a gauge, sampled.
+SELECT function_id, COUNT(*) AS count FROM jobs
+WHERE slot_key_1 IS NOT NULL AND status IN ('queued', 'leased') GROUP BY function_id

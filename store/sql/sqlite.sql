@@ -625,3 +625,8 @@ ORDER BY queued_at
 -- name: select_first_runs_since
 SELECT * FROM runs WHERE function_id = :function_id AND queued_at >= :since
 ORDER BY queued_at, run_id LIMIT :limit
+
+-- name: count_slots_in_use_by_function
+-- Slots held (admitted jobs of concurrency-limited functions), per function: a gauge, sampled.
+SELECT function_id, COUNT(*) AS count FROM jobs
+WHERE slot_key_1 IS NOT NULL AND status IN ('queued', 'leased') GROUP BY function_id
