@@ -500,6 +500,8 @@ class SqlStore(Store, abc.ABC):
                 "now": now,
             }
             await tx.execute("advance_cancellation", progress)
+        # The batch is applied, though a run in it that had ended was left alone.
+        applied.done = True
         return applied
 
     # Gates (rate limit, idempotency, singleton)

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 import tideflow
+from tideflow.scheduler import Scheduler
 from tideflow.testing import Engine, EngineFactory
 
 T = TypeVar("T")
@@ -228,9 +230,31 @@ async def sleeping_runs(engine: Engine, events: list[dict[str, Any]]) -> list[st
     sent = await engine.send(*events)
     run_ids = []
     for event_id in sent:
-        runs = await poll(lambda e=event_id: engine.runs(e), lambda runs: len(runs) == 2, 60)
+        runs = await engine.wait_for_runs(event_id, count=2, timeout_s=60)
         run_ids += [run["run_id"] for run in runs if run["function_id"] == "test-sleeper"]
     return run_ids
+
+
+@contextlib.asynccontextmanager
+async def another_scheduler(engine: Engine) -> AsyncIterator[None]:
+    """A second scheduler replica on the engine's store and broker."""
+    stop = asyncio.Event()
+    replica = Scheduler(
+        store=engine.store, broker=engine.broker, settings=engine.settings, poll_s=0.05
+    )
+    task = asyncio.create_task(replica.run(stop), name="second-scheduler")
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def all_asleep(engine: Engine, function_id: str, count: int) -> None:
+    async def statuses() -> list[str]:
+        return [run["status"] for run in (await all_runs(engine, function_id)).values()]
+
+    await poll(statuses, lambda found: found == ["Running"] * count, timeout_s=120)
 
 
 @pytest.mark.slow
@@ -239,7 +263,7 @@ async def test_a_bulk_cancellation_cancels_exactly_the_runs_queued_in_its_range(
     client: tideflow.Client, engine_for: EngineFactory
 ) -> None:
     define_sleeper(client)
-    async with engine_for(client) as engine:
+    async with engine_for(client) as engine, another_scheduler(engine):
         before = await sleeping_runs(
             engine, [{"name": "t/sleep", "data": {"n": n}} for n in range(5)]
         )
@@ -254,6 +278,7 @@ async def test_a_bulk_cancellation_cancels_exactly_the_runs_queued_in_its_range(
         later = await sleeping_runs(
             engine, [{"name": "t/sleep", "data": {"n": n}} for n in range(5)]
         )
+        await all_asleep(engine, "test-sleeper", 1010)
         progress = await bulk_cancel(
             engine,
             function_id="test-sleeper",
@@ -317,7 +342,7 @@ async def test_an_ended_run_in_the_range_is_left_as_it_ended_and_not_counted(
     async with engine_for(client) as engine:
         since = utc_now() - datetime.timedelta(seconds=1)
         (event_id,) = await engine.send({"name": "t/sleep"})
-        runs = await poll(lambda: engine.runs(event_id), lambda runs: len(runs) == 3)
+        runs = await engine.wait_for_runs(event_id, count=3)
         (quick_run,) = [run for run in runs if run["function_id"] == "test-quick"]
         await engine.wait_for_run(quick_run["run_id"])
         progress = await bulk_cancel(
