@@ -79,6 +79,21 @@ async def started_runs(engine: Engine, events: list[dict[str, Any]]) -> list[str
     return run_ids
 
 
+@contextlib.asynccontextmanager
+async def another_scheduler(engine: Engine) -> AsyncIterator[None]:
+    """A second scheduler replica on the engine's store and broker."""
+    stop = asyncio.Event()
+    replica = Scheduler(
+        store=engine.store, broker=engine.broker, settings=engine.settings, poll_s=0.05
+    )
+    task = asyncio.create_task(replica.run(stop), name="second-scheduler")
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 # One run
 
 
@@ -92,7 +107,8 @@ async def test_a_sleeping_run_is_cancelled_by_the_scheduler_and_says_so_once(
         await ctx.step.sleep("nap", "1s")
         await ctx.step.run("after", lambda: after.append("ran"))
 
-    async with engine_for(client) as engine:
+    # Two scheduler replicas: one of them takes the request, once.
+    async with engine_for(client) as engine, another_scheduler(engine):
         (run_id,) = await started_runs(engine, [{"name": "t/nap"}])
         await waiting_step(engine, run_id)
         answer = await engine.http.delete(f"/v1/runs/{run_id}")
@@ -233,21 +249,6 @@ async def sleeping_runs(engine: Engine, events: list[dict[str, Any]]) -> list[st
         runs = await engine.wait_for_runs(event_id, count=2, timeout_s=60)
         run_ids += [run["run_id"] for run in runs if run["function_id"] == "test-sleeper"]
     return run_ids
-
-
-@contextlib.asynccontextmanager
-async def another_scheduler(engine: Engine) -> AsyncIterator[None]:
-    """A second scheduler replica on the engine's store and broker."""
-    stop = asyncio.Event()
-    replica = Scheduler(
-        store=engine.store, broker=engine.broker, settings=engine.settings, poll_s=0.05
-    )
-    task = asyncio.create_task(replica.run(stop), name="second-scheduler")
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
 
 
 async def all_asleep(engine: Engine, function_id: str, count: int) -> None:
