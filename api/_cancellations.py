@@ -23,7 +23,8 @@ from tideflow._core.ids import new_id
 from tideflow.store import Store
 from tideflow.store import models as m
 
-from ._rest import BadRequestError, error, iso, now_ms, parse_time
+from ._rest import BadRequestError, error, now_ms, parse_time
+from ._time import iso
 
 WAIT_FOR_SCHEDULER_S = 10.0
 POLL_S = 0.05
