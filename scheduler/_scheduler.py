@@ -18,6 +18,7 @@ from tideflow.store import Store
 from tideflow.store import metrics as store_metrics
 from tideflow.store import models as m
 
+from . import _cancel_requests as cancel_requests
 from . import _metrics
 from . import _planning as planning
 from ._batches import batches
@@ -265,6 +266,10 @@ class Scheduler:
         timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
         for timer in timers:
             _metrics.observe_timer(timer, now)
+            if timer.kind in cancel_requests.KINDS:
+                applied = await cancel_requests.fire(self._store, timer, self._owner, self.now_ms())
+                await self._publish(applied)
+                continue
             if timer.kind == m.TIMER_TIMEOUT:
                 # A deadline depends on the run as it is now (started? ended?).
                 run = await self._store.get_run(timer.run_id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -441,6 +442,67 @@ class SqlStore(Store, abc.ABC):
                 return None, m.Applied(done=False)
             change.require_wait = False
             return run_id, await self._apply(tx, [change], now, runs)
+
+    # Bulk cancellations
+
+    async def create_cancellation(
+        self, cancellation: m.CancellationRecord, timer: m.TimerRecord
+    ) -> None:
+        async with self._transaction() as tx:
+            await tx.execute("insert_cancellation", dataclasses.asdict(cancellation))
+            await tx.execute("insert_timer", codec.timer_params(timer))
+
+    async def get_cancellation(self, cancellation_id: str) -> m.CancellationRecord | None:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_cancellation", {"cancellation_id": cancellation_id})
+        return codec.cancellation(rows[0]) if rows else None
+
+    async def cancellation_batch(
+        self, cancellation_id: str, limit: int
+    ) -> tuple[m.CancellationRecord | None, list[m.RunRecord]]:
+        cancellation = await self.get_cancellation(cancellation_id)
+        if cancellation is None:
+            return None, []
+        params = {
+            "function_id": cancellation.function_id,
+            "after_at": cancellation.cursor_at,
+            "after_id": cancellation.cursor_id,
+            "before_at": cancellation.started_before,
+            "limit": limit,
+        }
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_cancellation_runs", params)
+        return cancellation, [codec.run(row) for row in rows]
+
+    async def fire_cancellation(
+        self,
+        timer: m.TimerRecord,
+        owner: str,
+        changes: Sequence[m.Change],
+        *,
+        cursor: tuple[int, str],
+        completed: bool,
+        now: int,
+    ) -> m.Applied:
+        async with self._transaction() as tx:
+            runs = await self._lock_runs(tx, changes)
+            if not await tx.execute(
+                "delete_claimed_timer", {"timer_id": timer.timer_id, "owner": owner}
+            ):
+                return m.Applied(done=False)
+            applied = await self._apply(tx, changes, now, runs)
+            progress = {
+                "cancellation_id": timer.run_id,
+                "cursor_at": cursor[0],
+                "cursor_id": cursor[1],
+                "count": len(applied.cancelled),
+                "status": m.COMPLETED if completed else m.RUNNING,
+                "now": now,
+            }
+            await tx.execute("advance_cancellation", progress)
+        # The batch is applied, though a run in it that had ended was left alone.
+        applied.done = True
+        return applied
 
     # Gates (rate limit, idempotency, singleton)
 
