@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 256
 _ADMIT_PER_POOL = 256
+_RUN_TIMERS = frozenset({m.TIMER_SLEEP, m.TIMER_WAIT, m.TIMER_RETRY, m.TIMER_START})
 _STORE_RETRY_S = 0.2
 _STORE_RETRY_CAP_S = 10.0
 _BROKER_RETRY_S = 0.2
@@ -266,6 +267,21 @@ class Scheduler:
         timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
         for timer in timers:
             _metrics.observe_timer(timer, now)
+        # Sleeps, wait timeouts, retries and starts change only their runs: one transaction
+        # fires them all. The others (cron, holds, deadlines, cancellations) go one by one.
+        simple = [timer for timer in timers if timer.kind in _RUN_TIMERS]
+        if simple:
+            batch = [
+                (timer, planning.plan_timer(timer, self._registry, now, env=self._settings.env))
+                for timer in simple
+            ]
+            published = m.Applied()
+            for applied in await self._store.fire_timers(batch, self._owner, self.now_ms()):
+                published.extend(applied)
+            await self._publish(published)
+        for timer in timers:
+            if timer.kind in _RUN_TIMERS:
+                continue
             if timer.kind in cancel_requests.KINDS:
                 applied = await cancel_requests.fire(self._store, timer, self._owner, self.now_ms())
                 await self._publish(applied)

@@ -194,6 +194,13 @@ class Store(abc.ABC):
         (a hold's timer is gone once an event has moved it, or its hold has started)."""
 
     @abc.abstractmethod
+    async def fire_timers(
+        self, batch: Sequence[tuple[TimerRecord, Sequence[Change]]], owner: str, now: int
+    ) -> list[Applied]:
+        """`fire_timer` for many timers whose changes touch only their runs (sleeps, waits,
+        retries, starts), in one transaction; an item's `done` is False if its timer was gone."""
+
+    @abc.abstractmethod
     async def add_timers(self, timers: Sequence[TimerRecord]) -> None:
         """Adds timers; one already there with the same (kind, run_id, step_hash) is kept."""
 

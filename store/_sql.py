@@ -384,6 +384,21 @@ class SqlStore(Store, abc.ABC):
             await gates.finish(tx, applied, runs)
             return applied
 
+    async def fire_timers(
+        self, batch: Sequence[tuple[m.TimerRecord, Sequence[m.Change]]], owner: str, now: int
+    ) -> list[m.Applied]:
+        results = []
+        async with self._transaction() as tx:
+            runs = await self._lock_runs(tx, [c for _, changes in batch for c in changes])
+            for timer, changes in batch:
+                if await tx.execute(
+                    "delete_claimed_timer", {"timer_id": timer.timer_id, "owner": owner}
+                ):
+                    results.append(await self._apply(tx, changes, now, runs))
+                else:
+                    results.append(m.Applied(done=False))
+        return results
+
     async def add_timers(self, timers: Sequence[m.TimerRecord]) -> None:
         async with self._transaction() as tx:
             for timer in timers:
