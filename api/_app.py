@@ -16,17 +16,15 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from tideflow import Settings, errors
 from tideflow import _event as ev
-from tideflow._core import system_events
 from tideflow._core.ids import new_id
-from tideflow._core.protocol import ErrorInfo
 from tideflow.broker import Broker, Dispatcher, Seal
 from tideflow.store import Store, heartbeat
-from tideflow.store import metrics as store_metrics
 from tideflow.store import models as m
 
 from . import _flow as flow
 from . import _metrics
 from ._auth import Auth
+from ._cancellations import Cancellations
 from ._dashboard import Dashboard
 from ._realtime import realtime_routes
 from ._rest import Rest
@@ -54,6 +52,7 @@ class Api:
         self._dispatcher = Dispatcher(broker, Seal(settings.signing_key))
         self.auth = Auth(settings)
         self.rest = Rest(store=store, broker=broker)
+        self.cancellations = Cancellations(store=store)
         self.process_id = f"api-{new_id()}"
         self._last_beat_s = 0.0
 
@@ -117,27 +116,6 @@ class Api:
             {"data": {**run.to_api(), "held": await flow.run_held(self._store, run)}}
         )
 
-    async def cancel_run(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
-        run = await self._store.get_run(run_id)
-        if run is None:
-            return _error(404, f"no run {run_id!r}")
-        now = _now_ms()
-        error = ErrorInfo("Cancelled", "cancelled through the API (api)")
-        event = m.EventRecord.about_run(
-            system_events.CANCELLED_EVENT, run, now, error=error.to_dict()
-        )
-        run, applied = await self._store.cancel_run(run_id, [event], error, now)
-        assert run is not None
-        if not applied.done:
-            return JSONResponse(
-                {"error": f"run has already ended: {run.status}", "data": run.to_api()},
-                status_code=409,
-            )
-        store_metrics.run_finished(run.function_id, m.CANCELLED)
-        await self._dispatcher.publish(applied)
-        return JSONResponse({"data": run.to_api()})
-
     async def run_steps(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         if await self._store.get_run(run_id) is None:
@@ -196,7 +174,7 @@ class Api:
             Route("/v1/events", self.list_events, methods=["GET"]),
             Route("/v1/events/{event_id}/runs", self.event_runs, methods=["GET"]),
             Route("/v1/runs/{run_id}", self.get_run, methods=["GET"]),
-            Route("/v1/runs/{run_id}", self.cancel_run, methods=["DELETE"]),
+            *self.cancellations.routes(),
             Route("/v1/runs/{run_id}/steps", self.run_steps, methods=["GET"]),
             Route("/v1/signals", self.signal, methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),

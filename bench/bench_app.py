@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import tideflow
@@ -19,6 +20,7 @@ TEN_EVENT = "bench/ten"
 KEYED_EVENT = "bench/keyed"
 LIMITED_EVENT = "bench/limited"
 DEBOUNCE_EVENT = "bench/debounce"
+SLEEP_EVENT = "bench/sleep"
 BURST = 10
 """Events a debounce run's burst has (all sent at once)."""
 KEYS = 1000
@@ -71,4 +73,13 @@ async def limited(ctx: tideflow.Context) -> int:
 )
 async def debounce(ctx: tideflow.Context) -> int:
     await ctx.step.run("s0", noop)
+    return 1
+
+
+@client.create_function(fn_id="sleeper", trigger=tideflow.TriggerEvent(event=SLEEP_EVENT))
+async def sleeper(ctx: tideflow.Context) -> int:
+    # `bench/sleepers.py`: asleep until its own wake time, then one step.
+    wake = datetime.datetime.fromtimestamp(ctx.event.data["wake_ms"] / 1000, tz=datetime.UTC)
+    await ctx.step.sleep_until("nap", wake)
+    await ctx.step.run("woke", noop)
     return 1

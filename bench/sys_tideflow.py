@@ -34,6 +34,7 @@ from bench_app import (
     KEYS,
     LIMITED_EVENT,
     ONE_EVENT,
+    SLEEP_EVENT,
     TEN_EVENT,
 )
 
@@ -43,6 +44,7 @@ EVENTS = {
     "keyed": KEYED_EVENT,
     "limited": LIMITED_EVENT,
     "debounce": DEBOUNCE_EVENT,
+    "sleep": SLEEP_EVENT,
 }
 FUNCTIONS = {
     "one": "bench-one",
@@ -50,6 +52,7 @@ FUNCTIONS = {
     "keyed": "bench-keyed",
     "limited": "bench-limited",
     "debounce": "bench-debounce",
+    "sleep": "bench-sleeper",
 }
 EXCHANGE = "tideflow.events"
 COUNTERS = {
@@ -83,6 +86,8 @@ class TideflowSystem(System):
             f"tideflow cluster: api, scheduler, worker --concurrency {self.concurrency}; "
             f"events by {'AMQP publish' if self.ingest == 'amqp' else 'POST /e batches'}"
         )
+        self.wake_plan = (0.0, 0.0)
+        """bench/sleepers.py: the first wake time (ms) and the spacing of the next ones."""
         self.api_port = free_port()
         self.metrics_ports = {"scheduler": free_port(), "worker": free_port()}
 
@@ -158,6 +163,11 @@ class TideflowSystem(System):
         self, workload: str, phase: str, indices: range, start: int
     ) -> Iterator[dict[str, object]]:
         for i in indices:
+            if workload == "sleep":
+                base_ms, spacing_ms = self.wake_plan
+                wake_ms = base_ms + (start + i) * spacing_ms
+                yield {"name": EVENTS[workload], "data": {"phase": phase, "wake_ms": wake_ms}}
+                continue
             if workload == "debounce":
                 # A burst per run: its events share a key no other run has.
                 for _ in range(BURST):

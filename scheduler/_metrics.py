@@ -44,6 +44,11 @@ PENDING = prometheus_client.Gauge(
     "Step jobs waiting for admission (a concurrency slot), by function; sampled.",
     ["function"],
 )
+SLOTS = prometheus_client.Gauge(
+    "tideflow_scheduler_slots_in_use",
+    "Concurrency slots held (step jobs admitted and not ended), by function with a limit; sampled.",
+    ["function"],
+)
 REFUSED = prometheus_client.Counter(
     "tideflow_scheduler_events_refused_total",
     "Events that started no run of a function, by function and reason (rate_limited,"
@@ -95,10 +100,15 @@ def observe_timer(timer: m.TimerRecord, now_ms: int) -> None:
     TIMER_LATENESS.labels(timer.kind).observe(max(0, now_ms - timer.due_at) / 1000)
 
 
-async def sample_queues(broker: Broker, store: Store, apps: Callable[[], Iterable[str]]) -> None:
+async def sample_queues(
+    broker: Broker,
+    store: Store,
+    apps: Callable[[], Iterable[str]],
+    limited: Callable[[], Iterable[str]],
+) -> None:
     """Samples, every few seconds, the scheduler's backlog (its two queues), the depth of
-    each app's work queue (`apps()` names the apps the scheduler knows) and the jobs waiting
-    for admission per function."""
+    each app's work queue (`apps()` names the apps the scheduler knows), the jobs waiting for
+    admission per function, and the slots held per limited function (`limited()`)."""
     pending_seen: set[str] = set()
     while True:
         await asyncio.sleep(QUEUE_SAMPLE_S)
@@ -111,8 +121,17 @@ async def sample_queues(broker: Broker, store: Store, apps: Callable[[], Iterabl
             logger.exception("sampling queue depths failed")
         try:
             pending_seen = await _sample_pending(store, pending_seen)
+            await sample_slots(store, limited())
         except Exception:  # a metric must never stop the scheduler
             logger.exception("sampling jobs pending admission failed")
+
+
+async def sample_slots(store: Store, limited: Iterable[str]) -> None:
+    """Sets the slots-in-use gauge of every function with a limit, to 0 when it holds none (a
+    limited function always has the series)."""
+    in_use = await store.slots_in_use_by_function()
+    for function_id in set(limited) | in_use.keys():
+        SLOTS.labels(function_id).set(in_use.get(function_id, 0))
 
 
 async def _sample_pending(store: Store, seen: set[str]) -> set[str]:

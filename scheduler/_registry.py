@@ -99,6 +99,10 @@ class Registry:
     def crons(self) -> list[tuple[FunctionSpec, str]]:
         return [(spec, cron) for spec in self._functions.values() for cron in spec.crons]
 
+    def limited(self) -> list[str]:
+        """The functions with concurrency limits."""
+        return [spec.function_id for spec in self._functions.values() if spec.concurrency]
+
     def app_ids(self) -> set[str]:
         return {spec.app_id for spec in self._functions.values()}
 

@@ -18,6 +18,7 @@ from tideflow.store import Store
 from tideflow.store import metrics as store_metrics
 from tideflow.store import models as m
 
+from . import _cancel_requests as cancel_requests
 from . import _metrics
 from . import _planning as planning
 from ._batches import batches
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 256
 _ADMIT_PER_POOL = 256
+_RUN_TIMERS = frozenset({m.TIMER_SLEEP, m.TIMER_WAIT, m.TIMER_RETRY, m.TIMER_START})
 _STORE_RETRY_S = 0.2
 _STORE_RETRY_CAP_S = 10.0
 _BROKER_RETRY_S = 0.2
@@ -90,7 +92,7 @@ class Scheduler:
             "registry": self._registry_loop,
             "heartbeat": lambda: self._store.heartbeat(self._owner, "scheduler", ()),
             "metrics": lambda: _metrics.sample_queues(
-                self._broker, self._store, self._registry.app_ids
+                self._broker, self._store, self._registry.app_ids, self._registry.limited
             ),
         }
         tasks = [
@@ -272,6 +274,25 @@ class Scheduler:
         timers = await self._store.claim_timers(self._owner, now, claim_until, _BATCH)
         for timer in timers:
             _metrics.observe_timer(timer, now)
+        # Sleeps, wait timeouts, retries and starts change only their runs: one transaction
+        # fires them all. The others (cron, holds, deadlines, cancellations) go one by one.
+        simple = [timer for timer in timers if timer.kind in _RUN_TIMERS]
+        if simple:
+            batch = [
+                (timer, planning.plan_timer(timer, self._registry, now, env=self._settings.env))
+                for timer in simple
+            ]
+            published = m.Applied()
+            for applied in await self._store.fire_timers(batch, self._owner, self.now_ms()):
+                published.extend(applied)
+            await self._publish(published)
+        for timer in timers:
+            if timer.kind in _RUN_TIMERS:
+                continue
+            if timer.kind in cancel_requests.KINDS:
+                applied = await cancel_requests.fire(self._store, timer, self._owner, self.now_ms())
+                await self._publish(applied)
+                continue
             if timer.kind == m.TIMER_TIMEOUT:
                 # A deadline depends on the run as it is now (started? ended?).
                 run = await self._store.get_run(timer.run_id)

@@ -11,6 +11,7 @@ from tideflow._core.protocol import ErrorInfo
 from . import _heartbeat
 from ._models import (
     Applied,
+    CancellationRecord,
     Change,
     EventRecord,
     JobOutcome,
@@ -202,6 +203,13 @@ class Store(abc.ABC):
         (a hold's timer is gone once an event has moved it, or its hold has started)."""
 
     @abc.abstractmethod
+    async def fire_timers(
+        self, batch: Sequence[tuple[TimerRecord, Sequence[Change]]], owner: str, now: int
+    ) -> list[Applied]:
+        """`fire_timer` for many timers whose changes touch only their runs (sleeps, waits,
+        retries, starts), in one transaction; an item's `done` is False if its timer was gone."""
+
+    @abc.abstractmethod
     async def add_timers(self, timers: Sequence[TimerRecord]) -> None:
         """Adds timers; one already there with the same (kind, run_id, step_hash) is kept."""
 
@@ -235,6 +243,41 @@ class Store(abc.ABC):
     async def resolve_signal(self, signal: str, data: Any, now: int) -> tuple[str | None, Applied]:
         """Resumes the run waiting on `signal` with `data`; None if no run waits on it."""
 
+    # Bulk cancellations: asked through the API, worked through by the scheduler in batches
+
+    @abc.abstractmethod
+    async def create_cancellation(
+        self, cancellation: CancellationRecord, timer: TimerRecord
+    ) -> None:
+        """Stores a bulk cancellation with the timer that drives its first batch, together."""
+
+    @abc.abstractmethod
+    async def get_cancellation(self, cancellation_id: str) -> CancellationRecord | None:
+        """A bulk cancellation with its progress, or None."""
+
+    @abc.abstractmethod
+    async def cancellation_batch(
+        self, cancellation_id: str, limit: int
+    ) -> tuple[CancellationRecord | None, list[RunRecord]]:
+        """A cancellation and up to `limit` runs of its range after its cursor, ended or not,
+        in (queued_at, run_id) order; a read, locking nothing."""
+
+    @abc.abstractmethod
+    async def fire_cancellation(
+        self,
+        timer: TimerRecord,
+        owner: str,
+        changes: Sequence[Change],
+        *,
+        cursor: tuple[int, str],
+        completed: bool,
+        now: int,
+    ) -> Applied:
+        """As `fire_timer` for a bulk cancellation's timer, and in the same transaction moves
+        its cursor, adds the runs the changes cancelled (those not ended meanwhile) to its
+        count, and marks it Completed if so told. `done` False, and nothing changed, if the
+        timer was no longer `owner`'s: then another scheduler has the batch."""
+
     # Gates (rate limit, idempotency, singleton): their state is written by `process_events`
 
     @abc.abstractmethod
@@ -248,6 +291,11 @@ class Store(abc.ABC):
     async def pending_jobs_by_function(self) -> dict[str, int]:
         """How many jobs wait for admission, per function id (functions with none are left
         out); one grouped read."""
+
+    @abc.abstractmethod
+    async def slots_in_use_by_function(self) -> dict[str, int]:
+        """How many concurrency slots are held (jobs admitted, not ended), per function id
+        (functions with none are left out); one grouped read."""
 
     @abc.abstractmethod
     async def run_hold(self, run_id: str) -> RunHold | None:

@@ -124,6 +124,21 @@ def run(row: Mapping[str, Any]) -> m.RunRecord:
     )
 
 
+def cancellation(row: Mapping[str, Any]) -> m.CancellationRecord:
+    return m.CancellationRecord(
+        cancellation_id=row["cancellation_id"],
+        function_id=row["function_id"],
+        started_after=row["started_after"],
+        started_before=row["started_before"],
+        if_exp=row["if_exp"],
+        created_at=row["created_at"],
+        status=row["status"],
+        cancelled=int(row["cancelled"]),
+        cursor_at=row["cursor_at"],
+        cursor_id=row["cursor_id"],
+    )
+
+
 def step(row: Mapping[str, Any]) -> m.StepRecord:
     return m.StepRecord(
         hash=row["hash"],

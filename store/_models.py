@@ -32,6 +32,9 @@ TIMER_TIMEOUT = "timeout"
 """A run held before its first step (a throttle): its first job is made when it fires."""
 TIMER_DEBOUNCE, TIMER_BATCH = "debounce", "batch"
 """Hold timers: `run_id` carries the function id and `step_hash` the key value."""
+TIMER_CANCEL, TIMER_BULK_CANCEL = "cancel", "bulk_cancel"
+"""Cancellations asked through the API, due at once: `run_id` names the run to cancel, or, for
+a bulk cancellation's next batch, carries the cancellation's id."""
 
 
 @dataclasses.dataclass
@@ -237,6 +240,24 @@ class Listener:
 
     wait: WaitRecord
     timeout_ms: int | None = None
+
+
+@dataclasses.dataclass
+class CancellationRecord:
+    """A bulk cancellation: the live runs of a function queued in [started_after,
+    started_before) whose event matches `if_exp`, worked through in (queued_at, run_id) order;
+    `cursor_*` is the last run it has looked at."""
+
+    cancellation_id: str
+    function_id: str
+    started_after: int
+    started_before: int
+    if_exp: str | None
+    created_at: int
+    status: str = RUNNING
+    cancelled: int = 0
+    cursor_at: int = 0
+    cursor_id: str = ""
 
 
 @dataclasses.dataclass

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -437,6 +438,21 @@ class SqlStore(Store, abc.ABC):
             await gates.finish(tx, applied, runs)
             return applied
 
+    async def fire_timers(
+        self, batch: Sequence[tuple[m.TimerRecord, Sequence[m.Change]]], owner: str, now: int
+    ) -> list[m.Applied]:
+        results = []
+        async with self._transaction() as tx:
+            runs = await self._lock_runs(tx, [c for _, changes in batch for c in changes])
+            for timer, changes in batch:
+                if await tx.execute(
+                    "delete_claimed_timer", {"timer_id": timer.timer_id, "owner": owner}
+                ):
+                    results.append(await self._apply(tx, changes, now, runs))
+                else:
+                    results.append(m.Applied(done=False))
+        return results
+
     async def add_timers(self, timers: Sequence[m.TimerRecord]) -> None:
         async with self._transaction() as tx:
             for timer in timers:
@@ -496,6 +512,67 @@ class SqlStore(Store, abc.ABC):
             change.require_wait = False
             return run_id, await self._apply(tx, [change], now, runs)
 
+    # Bulk cancellations
+
+    async def create_cancellation(
+        self, cancellation: m.CancellationRecord, timer: m.TimerRecord
+    ) -> None:
+        async with self._transaction() as tx:
+            await tx.execute("insert_cancellation", dataclasses.asdict(cancellation))
+            await tx.execute("insert_timer", codec.timer_params(timer))
+
+    async def get_cancellation(self, cancellation_id: str) -> m.CancellationRecord | None:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_cancellation", {"cancellation_id": cancellation_id})
+        return codec.cancellation(rows[0]) if rows else None
+
+    async def cancellation_batch(
+        self, cancellation_id: str, limit: int
+    ) -> tuple[m.CancellationRecord | None, list[m.RunRecord]]:
+        cancellation = await self.get_cancellation(cancellation_id)
+        if cancellation is None:
+            return None, []
+        params = {
+            "function_id": cancellation.function_id,
+            "after_at": cancellation.cursor_at,
+            "after_id": cancellation.cursor_id,
+            "before_at": cancellation.started_before,
+            "limit": limit,
+        }
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("select_cancellation_runs", params)
+        return cancellation, [codec.run(row) for row in rows]
+
+    async def fire_cancellation(
+        self,
+        timer: m.TimerRecord,
+        owner: str,
+        changes: Sequence[m.Change],
+        *,
+        cursor: tuple[int, str],
+        completed: bool,
+        now: int,
+    ) -> m.Applied:
+        async with self._transaction() as tx:
+            runs = await self._lock_runs(tx, changes)
+            if not await tx.execute(
+                "delete_claimed_timer", {"timer_id": timer.timer_id, "owner": owner}
+            ):
+                return m.Applied(done=False)
+            applied = await self._apply(tx, changes, now, runs)
+            progress = {
+                "cancellation_id": timer.run_id,
+                "cursor_at": cursor[0],
+                "cursor_id": cursor[1],
+                "count": len(applied.cancelled),
+                "status": m.COMPLETED if completed else m.RUNNING,
+                "now": now,
+            }
+            await tx.execute("advance_cancellation", progress)
+        # The batch is applied, though a run in it that had ended was left alone.
+        applied.done = True
+        return applied
+
     # Gates (rate limit, idempotency, singleton)
 
     async def run_refusals(self, event_id: str) -> dict[str, str]:
@@ -508,6 +585,11 @@ class SqlStore(Store, abc.ABC):
     async def pending_jobs_by_function(self) -> dict[str, int]:
         async with self._autocommit() as tx:
             rows = await tx.fetch("count_pending_jobs_by_function", {})
+        return {row["function_id"]: int(row["count"]) for row in rows}
+
+    async def slots_in_use_by_function(self) -> dict[str, int]:
+        async with self._autocommit() as tx:
+            rows = await tx.fetch("count_slots_in_use_by_function", {})
         return {row["function_id"]: int(row["count"]) for row in rows}
 
     async def run_hold(self, run_id: str) -> views.RunHold | None:

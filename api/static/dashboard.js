@@ -119,6 +119,59 @@ async function act(button) {
   }
 }
 
+// A `datetime-local` value, which the page labels as UTC, as an RFC 3339 time.
+function utc(value) {
+  return (value.length === 16 ? value + ":00" : value) + "Z";
+}
+
+async function followCancellation(target, id) {
+  for (;;) {
+    const answer = await fetch("/v1/cancellations/" + encodeURIComponent(id), { credentials: "same-origin" });
+    let parsed = {};
+    try { parsed = await answer.json(); } catch (error) { parsed = { error: answer.statusText }; }
+    if (!answer.ok) { showResult(target, false, parsed); return; }
+    const c = parsed.data;
+    target.classList.remove("error");
+    target.textContent = `Cancellation ${c.id}: ${c.status}, ${c.cancelled} run${c.cancelled === 1 ? "" : "s"} cancelled.`;
+    if (c.status === "Completed") return;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+async function bulkCancel(form) {
+  const target = document.getElementById(form.dataset.result);
+  const fields = form.elements;
+  const body = {
+    function_id: fields.function_id.value,
+    started_after: utc(fields.started_after.value),
+    started_before: utc(fields.started_before.value),
+  };
+  const condition = fields.if_exp.value.trim();
+  if (condition) body.if_exp = condition;
+  const question = `Cancel every run of ${body.function_id} queued from ${body.started_after} until ` +
+    `${body.started_before}${condition ? " whose event matches " + condition : ""}? ` +
+    "Runs that have ended are left as they are.";
+  if (!(await confirmDialog(question))) return;
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    const answer = await fetch("/v1/cancellations", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+    });
+    let parsed = {};
+    try { parsed = await answer.json(); } catch (error) { parsed = { error: answer.statusText }; }
+    if (!answer.ok) { showResult(target, false, parsed); return; }
+    await followCancellation(target, parsed.id);
+  } catch (error) {
+    showResult(target, false, { error: String(error) });
+  } finally {
+    button.disabled = false;
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   liveRegions();
   document.querySelectorAll("textarea[data-json]").forEach((area) => {
@@ -127,5 +180,12 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("click", (event) => {
     const button = event.target.closest("button[data-action]");
     if (button) act(button);
+  });
+  // The browser has checked the form's required fields before it fires `submit`.
+  document.addEventListener("submit", (event) => {
+    const form = event.target.closest("form[data-bulk-cancel]");
+    if (!form) return;
+    event.preventDefault();
+    bulkCancel(form);
   });
 });

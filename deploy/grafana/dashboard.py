@@ -233,11 +233,15 @@ def errors() -> list[Timeseries]:
 def flow_control() -> list[Timeseries]:
     return [
         _panel(
-            "Jobs waiting for a concurrency slot",
+            "Concurrency: slots in use and jobs waiting",
             "short",
             # Every scheduler samples the same store: max, not sum.
-            [("max by (function) (tideflow_scheduler_jobs_pending)", "{{function}}")],
-            description="Step jobs pending admission, by function (sampled every few seconds).",
+            [
+                ("max by (function) (tideflow_scheduler_slots_in_use)", "in use {{function}}"),
+                ("max by (function) (tideflow_scheduler_jobs_pending)", "waiting {{function}}"),
+            ],
+            description="Slots held by admitted step jobs, and step jobs pending admission, by "
+            "function (sampled every few seconds).",
         ),
         _panel(
             "Jobs admitted",

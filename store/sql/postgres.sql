@@ -740,6 +740,57 @@ ORDER BY queued_at
 SELECT * FROM runs WHERE function_id = %(function_id)s AND queued_at >= %(since)s
 ORDER BY queued_at, run_id LIMIT %(limit)s
 
+-- name: count_slots_in_use_by_function
+-- Slots held (admitted jobs of concurrency-limited functions), per function: a gauge, sampled.
+SELECT function_id, COUNT(*) AS count FROM jobs
+WHERE slot_key_1 IS NOT NULL AND status IN ('queued', 'leased') GROUP BY function_id
+
+
+
+-- name: migration_8
+-- Bulk cancellations asked through the API. The scheduler works through each in batches, in
+-- (queued_at, run_id) order over runs_by_function; the cursor is the last run looked at, moved
+-- in the transaction that cancels the batch. A timer (kind 'bulk_cancel', the cancellation id
+-- in run_id) drives the next batch.
+CREATE TABLE cancellations (
+    cancellation_id TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    started_after BIGINT NOT NULL,
+    started_before BIGINT NOT NULL,
+    if_exp TEXT,
+    status TEXT NOT NULL,
+    cancelled BIGINT NOT NULL DEFAULT 0,
+    cursor_at BIGINT NOT NULL,
+    cursor_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    ended_at BIGINT
+);
+
+-- name: insert_cancellation
+INSERT INTO cancellations (cancellation_id, function_id, started_after, started_before, if_exp,
+                           status, cancelled, cursor_at, cursor_id, created_at)
+VALUES (%(cancellation_id)s, %(function_id)s, %(started_after)s, %(started_before)s,
+        %(if_exp)s, %(status)s, 0, %(cursor_at)s, %(cursor_id)s, %(created_at)s)
+
+-- name: select_cancellation
+SELECT * FROM cancellations WHERE cancellation_id = %(cancellation_id)s
+
+-- name: select_cancellation_runs
+-- The next runs of the range after the cursor, ended or not (the caller skips ended ones), so
+-- that a batch reads a bounded number of rows however many in the range have ended.
+SELECT * FROM runs
+WHERE function_id = %(function_id)s
+  AND (queued_at, run_id) > (%(after_at)s, %(after_id)s)
+  AND queued_at < %(before_at)s
+ORDER BY queued_at, run_id LIMIT %(limit)s
+
+-- name: advance_cancellation
+UPDATE cancellations
+SET cursor_at = %(cursor_at)s, cursor_id = %(cursor_id)s, cancelled = cancelled + %(count)s,
+    status = %(status)s, ended_at = CASE WHEN %(status)s = 'Completed' THEN %(now)s END
+WHERE cancellation_id = %(cancellation_id)s
+
+
 
 -- name: migration_7
 -- Waits and cancel listeners (kind 'cancel', step_hash 'cancel:<n>', dropped with their run by

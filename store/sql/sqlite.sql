@@ -628,6 +628,53 @@ ORDER BY queued_at
 SELECT * FROM runs WHERE function_id = :function_id AND queued_at >= :since
 ORDER BY queued_at, run_id LIMIT :limit
 
+-- name: count_slots_in_use_by_function
+-- Slots held (admitted jobs of concurrency-limited functions), per function: a gauge, sampled.
+SELECT function_id, COUNT(*) AS count FROM jobs
+WHERE slot_key_1 IS NOT NULL AND status IN ('queued', 'leased') GROUP BY function_id
+
+
+
+-- name: migration_8
+-- Bulk cancellations asked through the API (see postgres.sql).
+CREATE TABLE IF NOT EXISTS cancellations (
+    cancellation_id TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    started_after INTEGER NOT NULL,
+    started_before INTEGER NOT NULL,
+    if_exp TEXT,
+    status TEXT NOT NULL,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    cursor_at INTEGER NOT NULL,
+    cursor_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    ended_at INTEGER
+);
+
+-- name: insert_cancellation
+INSERT INTO cancellations (cancellation_id, function_id, started_after, started_before, if_exp,
+                           status, cancelled, cursor_at, cursor_id, created_at)
+VALUES (:cancellation_id, :function_id, :started_after, :started_before, :if_exp, :status, 0,
+        :cursor_at, :cursor_id, :created_at)
+
+-- name: select_cancellation
+SELECT * FROM cancellations WHERE cancellation_id = :cancellation_id
+
+-- name: select_cancellation_runs
+-- The next runs of the range after the cursor, ended or not (the caller skips ended ones).
+SELECT * FROM runs
+WHERE function_id = :function_id
+  AND (queued_at, run_id) > (:after_at, :after_id)
+  AND queued_at < :before_at
+ORDER BY queued_at, run_id LIMIT :limit
+
+-- name: advance_cancellation
+UPDATE cancellations
+SET cursor_at = :cursor_at, cursor_id = :cursor_id, cancelled = cancelled + :count,
+    status = :status, ended_at = CASE WHEN :status = 'Completed' THEN :now END
+WHERE cancellation_id = :cancellation_id
+
+
 
 -- name: migration_7
 -- As in postgres.sql: waits and cancel listeners indexed by (event name, path, key).

@@ -69,3 +69,15 @@ async def test_the_pending_gauge_returns_to_zero_when_a_backlog_drains() -> None
     await _metrics._sample_pending(store, seen)
     assert sample("tideflow_scheduler_jobs_pending", function="fm-p") == 0
     assert sample("tideflow_scheduler_jobs_pending", function="fm-q") == 2
+
+
+class SlotStore:
+    async def slots_in_use_by_function(self) -> dict[str, int]:
+        return {"fm-s": 2}
+
+
+async def test_every_limited_function_has_a_slots_gauge_zero_when_it_holds_none() -> None:
+    store: Any = SlotStore()
+    await _metrics.sample_slots(store, ["fm-s", "fm-idle"])
+    assert sample("tideflow_scheduler_slots_in_use", function="fm-s") == 2
+    assert sample("tideflow_scheduler_slots_in_use", function="fm-idle") == 0
