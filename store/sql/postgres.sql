@@ -856,3 +856,9 @@ SELECT f.run_id, f.step_hash, f.kind, f.event_name, f.if_exp, f.signal, f.run_ev
 FROM found f JOIN runs r ON r.run_id = f.run_id
 WHERE f.kind IN ('event', 'cancel') AND (f.expires_at IS NULL OR f.expires_at > %(now)s)
   AND r.status NOT IN ('Completed', 'Failed', 'Cancelled')
+
+-- name: migration_9
+-- A run's timers by run: ending a run deletes them, and the dashboard reads its deadlines. The
+-- unique (kind, run_id, step_hash) index starts with the kind, so without this each run's end
+-- scanned every timer (measured: 100,000 sleeping runs woke at 26 a second).
+CREATE INDEX timers_by_run ON timers (run_id);

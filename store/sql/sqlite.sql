@@ -732,3 +732,7 @@ SELECT f.run_id, f.step_hash, f.kind, f.event_name, f.if_exp, f.signal, f.run_ev
 FROM found f JOIN runs r ON r.run_id = f.run_id
 WHERE f.kind IN ('event', 'cancel') AND (f.expires_at IS NULL OR f.expires_at > :now)
   AND r.status NOT IN ('Completed', 'Failed', 'Cancelled')
+
+-- name: migration_9
+-- A run's timers by run (see postgres.sql).
+CREATE INDEX IF NOT EXISTS timers_by_run ON timers (run_id)
