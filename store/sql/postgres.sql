@@ -747,7 +747,7 @@ WHERE slot_key_1 IS NOT NULL AND status IN ('queued', 'leased') GROUP BY functio
 
 
 
--- name: migration_8
+-- name: migration_7
 -- Bulk cancellations asked through the API. The scheduler works through each in batches, in
 -- (queued_at, run_id) order over runs_by_function; the cursor is the last run looked at, moved
 -- in the transaction that cancels the batch. A timer (kind 'bulk_cancel', the cancellation id
@@ -792,7 +792,7 @@ WHERE cancellation_id = %(cancellation_id)s
 
 
 
--- name: migration_7
+-- name: migration_6
 -- Waits and cancel listeners (kind 'cancel', step_hash 'cancel:<n>', dropped with their run by
 -- finish_run) are found by event name and, for an `event.x == async.y` expression, by the key
 -- of the run's value (match_key) at the async path (match_path): one index probe per incoming
@@ -857,7 +857,7 @@ FROM found f JOIN runs r ON r.run_id = f.run_id
 WHERE f.kind IN ('event', 'cancel') AND (f.expires_at IS NULL OR f.expires_at > %(now)s)
   AND r.status NOT IN ('Completed', 'Failed', 'Cancelled')
 
--- name: migration_9
+-- name: migration_8
 -- A run's timers by run: ending a run deletes them, and the dashboard reads its deadlines. The
 -- unique (kind, run_id, step_hash) index starts with the kind, so without this each run's end
 -- scanned every timer (measured: 100,000 sleeping runs woke at 26 a second).

@@ -635,7 +635,7 @@ WHERE slot_key_1 IS NOT NULL AND status IN ('queued', 'leased') GROUP BY functio
 
 
 
--- name: migration_8
+-- name: migration_7
 -- Bulk cancellations asked through the API (see postgres.sql).
 CREATE TABLE IF NOT EXISTS cancellations (
     cancellation_id TEXT PRIMARY KEY,
@@ -676,7 +676,7 @@ WHERE cancellation_id = :cancellation_id
 
 
 
--- name: migration_7
+-- name: migration_6
 -- As in postgres.sql: waits and cancel listeners indexed by (event name, path, key).
 ALTER TABLE waits ADD COLUMN match_path TEXT;
 ALTER TABLE waits ADD COLUMN match_key TEXT;
@@ -733,6 +733,6 @@ FROM found f JOIN runs r ON r.run_id = f.run_id
 WHERE f.kind IN ('event', 'cancel') AND (f.expires_at IS NULL OR f.expires_at > :now)
   AND r.status NOT IN ('Completed', 'Failed', 'Cancelled')
 
--- name: migration_9
+-- name: migration_8
 -- A run's timers by run (see postgres.sql).
 CREATE INDEX IF NOT EXISTS timers_by_run ON timers (run_id)
