@@ -74,31 +74,14 @@ def _is_for_ended_run(change: m.Change, runs: dict[str, str], applied: m.Applied
 @dataclasses.dataclass
 class _Later:
     """Writes of a transaction that no change after them reads, collected so that each kind
-    goes in one statement (`fetch_each`) when the transaction's changes have all been applied:
-    plain new runs with their first jobs, and events no function triggers on. Each write keeps
-    the `Applied` it reports into."""
+    goes in one statement (`fetch_each`) once the transaction's changes have all been
+    applied (`SqlStore._flush`): runs that end with no parent to resume, plain new runs with
+    their first jobs, and events no function triggers on. Each write keeps the `Applied` it
+    reports into."""
 
+    finishes: list[tuple[m.FinishRun, m.Applied]] = dataclasses.field(default_factory=list)
     runs: list[tuple[dict[str, Any], m.Applied]] = dataclasses.field(default_factory=list)
     quiet: list[tuple[m.EventRecord, m.Applied]] = dataclasses.field(default_factory=list)
-
-    async def flush(self, tx: Tx) -> None:
-        runs, self.runs = self.runs, []
-        quiet, self.quiet = self.quiet, []
-        if runs:
-            into: dict[str, tuple[dict[str, Any], m.Applied]] = {}
-            for params, applied in runs:
-                into.setdefault(params["run_id"], (params, applied))  # a repeat does nothing
-            rows = await tx.fetch_each("insert_runs", [p for p, _ in into.values()], {})
-            for row in rows:
-                _collect_jobs([row], into[row["run_id"]][1])
-        if quiet:
-            by_id = {event.internal_id: (event, applied) for event, applied in quiet}
-            items = [codec.event_params(event) for event, _ in quiet]
-            for row in await tx.fetch_each("insert_quiet_events", items, {}):
-                # Stored unprocessed: a run waits for an event of its name.
-                if not row["processed"]:
-                    event, applied = by_id[row["internal_id"]]
-                    applied.events.append(event)
 
 
 class Tx(Protocol):
@@ -194,7 +177,7 @@ class SqlStore(Store, abc.ABC):
                     parts.append(
                         await self._apply(tx, admitted, now, runs, held, gates, later=later)
                     )
-            await later.flush(tx)  # into `parts`, which are then gathered
+            await self._flush(tx, later, now, runs)  # into `parts`, then gathered
             for part in parts:
                 applied.extend(part)
             if held is not None:
@@ -397,7 +380,7 @@ class SqlStore(Store, abc.ABC):
                 # The job no longer holds its slots: others may be admitted.
                 applied.admission_keys |= _slot_keys(row)
                 results.append(applied)
-            await later.flush(tx)
+            await self._flush(tx, later, now, runs)
         return results
 
     async def stale_outcomes(self, done_before: int, limit: int) -> list[str]:
@@ -771,6 +754,37 @@ class SqlStore(Store, abc.ABC):
 
     # Applying changes
 
+    async def _flush(self, tx: Tx, later: _Later, now: int, runs: dict[str, str]) -> None:
+        """Makes the writes `later` collected, one statement per kind."""
+        finishes, later.finishes = later.finishes, []
+        if finishes:
+            ending = {change.run_id: (change, applied) for change, applied in finishes}
+            items = [_finish_params(change, now) for change, _ in ending.values()]
+            ended = {row["run_id"]: row for row in await tx.fetch_each("finish_runs", items, {})}
+            for run_id, (change, applied) in ending.items():
+                row = ended.get(run_id)
+                if row is None:
+                    applied.done = False
+                    continue
+                await self._finished(tx, change, row, now, applied, runs)
+        new_runs, later.runs = later.runs, []
+        if new_runs:
+            into: dict[str, tuple[dict[str, Any], m.Applied]] = {}
+            for params, applied in new_runs:
+                into.setdefault(params["run_id"], (params, applied))  # a repeat does nothing
+            rows = await tx.fetch_each("insert_runs", [p for p, _ in into.values()], {})
+            for row in rows:
+                _collect_jobs([row], into[row["run_id"]][1])
+        quiet, later.quiet = later.quiet, []
+        if quiet:
+            by_id = {event.internal_id: (event, applied) for event, applied in quiet}
+            items = [codec.event_params(event) for event, _ in quiet]
+            for row in await tx.fetch_each("insert_quiet_events", items, {}):
+                # Stored unprocessed: a run waits for an event of its name.
+                if not row["processed"]:
+                    event, applied = by_id[row["internal_id"]]
+                    applied.events.append(event)
+
     async def _lock_runs(self, tx: Tx, changes: Sequence[m.Change]) -> dict[str, str]:
         """Locks the rows of the runs these changes touch (the lock order's first step) and
         returns their statuses; a run not in the answer does not exist."""
@@ -817,7 +831,7 @@ class SqlStore(Store, abc.ABC):
                 case m.Dispatch():
                     await self._dispatch(tx, change.run_id, change.attempt, now, applied)
                 case m.FinishRun():
-                    await self._finish_run(tx, change, now, applied, runs)
+                    await self._finish_run(tx, change, now, applied, runs, later)
                 case m.AddEvents():
                     await self._add_events(tx, change, applied, later)
                 case m.AddTimer():
@@ -978,26 +992,42 @@ class SqlStore(Store, abc.ABC):
         await tx.execute("insert_timer", codec.timer_params(change.timer))
 
     async def _finish_run(
-        self, tx: Tx, change: m.FinishRun, now: int, applied: m.Applied, runs: dict[str, str]
+        self,
+        tx: Tx,
+        change: m.FinishRun,
+        now: int,
+        applied: m.Applied,
+        runs: dict[str, str],
+        later: _Later | None = None,
     ) -> None:
-        params = {
-            "run_id": change.run_id,
-            "status": change.status,
-            "output": codec.dumps(change.output),
-            "error": codec.error_text(change.error),
-            "now": now,
-        }
-        rows = await tx.fetch("finish_run", params)
+        if later is not None and change.parent_run_id is None and change.status != m.CANCELLED:
+            # Its row is locked and not ended (else the change was dropped): it will end. No
+            # parent to resume, and nothing later in the transaction reads it but `runs`.
+            later.finishes.append((change, applied))
+            runs[change.run_id] = change.status
+            return
+        rows = await tx.fetch("finish_run", _finish_params(change, now))
         if not rows:
             applied.done = False
             return
+        await self._finished(tx, change, rows[0], now, applied, runs)
+
+    async def _finished(
+        self,
+        tx: Tx,
+        change: m.FinishRun,
+        row: Mapping[str, Any],
+        now: int,
+        applied: m.Applied,
+        runs: dict[str, str],
+    ) -> None:
+        """What follows a run's end: its slots freed, and its parent, if any, resumed."""
         runs[change.run_id] = change.status
         if change.status == m.CANCELLED:
-            row = rows[0]
             applied.cancelled.append(m.RunRef(change.run_id, row["function_id"], row["app_id"]))
         # Its jobs are gone, and with them any slots they held.
-        applied.admission_keys |= _slot_keys(rows[0])
-        parent = codec.loads(rows[0]["parent"])
+        applied.admission_keys |= _slot_keys(row)
+        parent = codec.loads(row["parent"])
         if parent and parent["run_id"] not in runs:
             # Not named by the change (`parent_run_id`), so not locked in order: lock it now.
             runs.update(await self._lock_run_ids(tx, {parent["run_id"]}))
@@ -1013,6 +1043,16 @@ class SqlStore(Store, abc.ABC):
                     f"invoked run {change.run_id} was {change.status.lower()}",
                 )
             await self._resolve_step(tx, resolve, now, applied)
+
+
+def _finish_params(change: m.FinishRun, now: int) -> dict[str, Any]:
+    return {
+        "run_id": change.run_id,
+        "status": change.status,
+        "output": codec.dumps(change.output),
+        "error": codec.error_text(change.error),
+        "now": now,
+    }
 
 
 async def _listen(tx: Tx, change: m.CreateRun, now: int) -> None:

@@ -438,6 +438,27 @@ WITH finished AS (
 )
 SELECT function_id, app_id, parent, slot_key_1, slot_key_2 FROM finished
 
+-- name: finish_runs
+-- `finish_run` for many runs at once (each its own status, output, error and time).
+WITH input AS (
+    SELECT * FROM json_to_recordset(%(items)s::json)
+        AS f(run_id text, status text, output text, error text, now bigint)
+), finished AS (
+    UPDATE runs SET status = input.status, output = input.output, error = input.error,
+                    ended_at = input.now
+    FROM input
+    WHERE runs.run_id = input.run_id AND runs.status NOT IN ('Completed', 'Failed', 'Cancelled')
+    RETURNING runs.run_id, runs.function_id, runs.app_id, runs.parent, runs.slot_key_1,
+              runs.slot_key_2
+), waits_gone AS (
+    DELETE FROM waits WHERE run_id IN (SELECT run_id FROM finished)
+), jobs_gone AS (
+    DELETE FROM jobs WHERE run_id IN (SELECT run_id FROM finished)
+), timers_gone AS (
+    DELETE FROM timers WHERE run_id IN (SELECT run_id FROM finished) AND kind <> 'cron'
+)
+SELECT run_id, function_id, app_id, parent, slot_key_1, slot_key_2 FROM finished
+
 -- name: select_job_outcomes
 SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*
 FROM jobs JOIN runs ON runs.run_id = jobs.run_id

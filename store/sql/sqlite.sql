@@ -346,6 +346,15 @@ DELETE FROM waits WHERE run_id = :run_id;
 DELETE FROM timers WHERE run_id = :run_id AND kind <> 'cron';
 DELETE FROM jobs WHERE run_id = :run_id
 
+-- name: finish_runs
+-- Run once per item (see `Tx.fetch_each`): `finish_run`, answering the run's id.
+UPDATE runs SET status = :status, output = :output, error = :error, ended_at = :now
+WHERE run_id = :run_id AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+RETURNING run_id, function_id, app_id, parent, slot_key_1, slot_key_2;
+DELETE FROM waits WHERE run_id = :run_id;
+DELETE FROM timers WHERE run_id = :run_id AND kind <> 'cron';
+DELETE FROM jobs WHERE run_id = :run_id
+
 -- name: select_job_outcomes
 SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*
 FROM jobs JOIN runs ON runs.run_id = jobs.run_id
