@@ -215,9 +215,8 @@ class Worker:
             # The events first: an outcome's scheduler may already look for them.
             await self._announce([event for f in done for event in f.events])
             if done:
-                await self._broker.publish(
-                    [OutcomeMessage(f.job_id).to_message(self._seal) for f in done]
-                )
+                outcome = OutcomeMessage(tuple(f.job_id for f in done))
+                await self._broker.publish([outcome.to_message(self._seal)])
         except errors.BrokerError as exc:
             logger.warning("could not report %d jobs (%s); the sweeper will", len(done), exc)
         return [f.job_id in written for _, f in finishes]

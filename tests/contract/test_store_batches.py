@@ -3,11 +3,10 @@ one statement where the backend allows, with the same answers as one at a time."
 
 from __future__ import annotations
 
+from test_store import CANCELLED, NOW, create_run, event, started_run
 from tideflow._core import protocol
 from tideflow.store import Store
 from tideflow.store import models as m
-
-from test_store import CANCELLED, NOW, create_run, event, started_run
 
 
 async def test_claim_jobs_leases_each_once_and_skips_the_ended_and_the_unknown(
