@@ -264,6 +264,9 @@ class Db:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._execute(sql, params).fetchall()
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._execute(sql, params).rowcount
+
     def table_exists(self, name: str) -> bool:
         return bool(self.one("SELECT to_regclass(%s) IS NOT NULL", (name,)))
 

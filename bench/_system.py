@@ -21,7 +21,14 @@ from _harness import (
     xact_commits,
 )
 
-WORKLOADS: dict[str, int] = {"one": 1, "ten": 10, "keyed": 1, "limited": 1, "debounce": 1}
+WORKLOADS: dict[str, int] = {
+    "one": 1,
+    "ten": 10,
+    "keyed": 1,
+    "limited": 1,
+    "debounce": 1,
+    "full": 1,
+}
 """Workload name -> steps a run."""
 
 COMMON_WORKLOADS = ("one", "ten")
@@ -31,6 +38,7 @@ LABELS = {
     "keyed": "keyed concurrency: 1,000 keys, limit 1 each",
     "limited": "concurrency 10 + throttle 5,000/s",
     "debounce": "debounce 1 s: a run per burst of 10 events",
+    "full": "one, with finished runs preloaded (--preload)",
 }
 """How the table names a workload, when not by its name alone."""
 
@@ -49,6 +57,8 @@ class Options:
     dbos_polling_s: float
     profile: bool = False
     tideflow_buffered_steps: int | None = None
+    preload: int = 0
+    """Finished runs written into the database before the `full` workload (0: no `full`)."""
 
 
 @dataclasses.dataclass
@@ -98,6 +108,10 @@ class System(abc.ABC):
 
     workloads: tuple[str, ...] = COMMON_WORKLOADS
     """The workloads this system runs, in order."""
+
+    def preload(self, count: int) -> None:
+        """Writes `count` finished runs into the system's database (the `full` workload)."""
+        raise BenchError(f"{self.name} has no `full` workload")
 
     def __init__(self, options: Options) -> None:
         self.options = options

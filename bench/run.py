@@ -3,6 +3,7 @@ PostgreSQL and RabbitMQ, each with a fresh database and vhost; prints one table 
 bench/results/latest.json.
 
     .venv/bin/python bench/run.py [--quick] [--runs N] [--systems tideflow,celery,dbos]
+                                  [--preload N]   (tideflow's `full` workload; default 1,000,000)
     .venv/bin/python bench/run.py --matching [--quick]   (bench/matching.py: tideflow only)
 """
 
@@ -61,6 +62,8 @@ def warm_up(system: System) -> None:
     """A few runs of each workload: every part connected, every code path imported."""
     started = time.monotonic()
     for workload in system.workloads:
+        if workload == "full":
+            continue  # the `one` function's, warmed up as `one`
         warm = system.run_phase(workload, f"w-{workload}", WARMUP_RUNS, None, "warmup", 60.0)
         if warm.completed < WARMUP_RUNS:
             raise BenchError(
@@ -80,6 +83,13 @@ def measure(system: System, options: Options, phases: list[Phase]) -> None:
     window_started = time.monotonic()
     windows: list[tuple[Phase, int, int, float]] = []  # burst, steps, xacts, seconds
     for workload in system.workloads:
+        if workload == "full":
+            if not options.preload:
+                continue
+            log(f"{system.name}: writing {options.preload:,} finished runs into its database")
+            loaded = time.monotonic()
+            system.preload(options.preload)
+            log(f"{system.name}: preloaded in {time.monotonic() - loaded:.0f}s")
         log(f"{system.name}: {workload}: {options.runs} runs at once")
         burst = system.run_phase(workload, f"t-{workload}", options.runs, None, "throughput")
         log(f"{system.name}: {workload}: {_fmt(burst.runs_per_s)} runs/s {burst.note}")
@@ -115,6 +125,8 @@ def profile(system: System, options: Options) -> dict[str, Any]:
     found: dict[str, Any] = {}
     out_dir = BENCH_DIR / "results" / "profiles"
     for workload in system.workloads:
+        if workload == "full" and not options.preload:
+            continue
         log(f"{system.name}: {workload}: profiling a burst of {options.runs} runs")
         label = f"{system.name}-{workload}"
         with sampled(system.procs.procs, out_dir, label) as files:
@@ -247,7 +259,7 @@ def flow_control_notes(tf: dict[str, Any]) -> list[str]:
     the same invocation: what the rule costs."""
     base = tf.get("one", {}).get("runs_per_s")
     notes = []
-    for workload in ("keyed", "limited"):
+    for workload in ("keyed", "limited", "full"):
         rate = tf.get(workload, {}).get("runs_per_s")
         if base and rate:
             notes.append(f"tideflow {LABELS.get(workload, workload)}: {rate / base:.2f} x one")
@@ -294,6 +306,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]
         action="store_true",
         help="after measuring, sample an extra burst per workload with py-spy",
     )
+    parser.add_argument(
+        "--preload",
+        type=int,
+        help="finished runs (with their step and event) written in batches into tideflow's "
+        "database before the `full` workload (default 1,000,000; quick 100,000; 0: no `full`)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench databases afterwards")
     parser.add_argument("--json", default=str(BENCH_DIR / "results" / "latest.json"))
     args = parser.parse_args(argv)
@@ -310,6 +328,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]
         celery_pool=args.celery_pool,
         celery_concurrency=args.celery_concurrency,
         dbos_polling_s=args.dbos_polling,
+        preload=args.preload
+        if args.preload is not None
+        else (100_000 if args.quick else 1_000_000),
     )
     return args, options
 

@@ -67,19 +67,25 @@ class JobMessage:
 
 @dataclasses.dataclass(frozen=True)
 class OutcomeMessage:
-    """Tells the scheduler that a job's outcome is written and waits to be applied."""
+    """Tells the scheduler that jobs' outcomes are written and wait to be applied: the jobs a
+    worker ended together go in one message."""
 
-    job_id: str
+    job_ids: tuple[str, ...]
 
     def to_message(self, seal: Seal = _PLAIN) -> Message:
-        body = seal.close(msgpack.packb([self.job_id]))
+        body = seal.close(msgpack.packb(list(self.job_ids)))
         return Message(
-            topology.INTERNAL_EXCHANGE, topology.OUTCOMES_KEY, body, message_id=self.job_id
+            topology.INTERNAL_EXCHANGE, topology.OUTCOMES_KEY, body, message_id=self.job_ids[0]
         )
 
     @classmethod
     def decode(cls, body: bytes, seal: Seal = _PLAIN) -> OutcomeMessage:
-        return cls(*msgpack.unpackb(seal.open(body)))
+        job_ids = msgpack.unpackb(seal.open(body))
+        if not isinstance(job_ids, list) or not job_ids:
+            raise ValueError("an outcome message names one or more job ids")
+        if not all(isinstance(job_id, str) for job_id in job_ids):
+            raise TypeError("job ids are strings")
+        return cls(tuple(job_ids))
 
 
 @dataclasses.dataclass(frozen=True)

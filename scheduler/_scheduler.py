@@ -205,10 +205,10 @@ class Scheduler:
     # Outcomes
 
     async def _handle_outcomes(self, batch: list[Delivery]) -> None:
-        job_ids = []
+        job_ids: list[str] = []
         for delivery in list(batch):
             try:
-                job_ids.append(OutcomeMessage.decode(delivery.body, self._seal).job_id)
+                job_ids.extend(OutcomeMessage.decode(delivery.body, self._seal).job_ids)
             except (ValueError, TypeError, errors.SignatureError) as exc:
                 batch.remove(delivery)
                 await delivery.dead_letter(f"not an outcome message: {exc}")

@@ -14,6 +14,7 @@ from ._models import (
     CancellationRecord,
     Change,
     EventRecord,
+    JobFinish,
     JobOutcome,
     JobRecord,
     PendingJob,
@@ -99,18 +100,32 @@ class Store(abc.ABC):
     # Jobs: the worker's side
 
     @abc.abstractmethod
+    async def claim_jobs(
+        self, job_ids: Sequence[str], owner: str, now: int, lease_until: int
+    ) -> dict[str, RunState]:
+        """Leases each queued job (or one whose lease has lapsed) to `owner`, marking its run
+        Running, in one statement for all; returns the states of the runs of those it leased.
+        A job that is gone, leased by a live owner, or whose run has ended is not in the answer
+        (a job of an ended run is deleted)."""
+
     async def claim_job(
         self, job_id: str, owner: str, now: int, lease_until: int
     ) -> RunState | None:
-        """Leases a queued job (or one whose lease has lapsed) to `owner` and returns its run's
-        state, marking the run Running. None if the job is gone, leased by a live owner, or its
-        run has ended."""
+        """`claim_jobs` for one job: its run's state, or None."""
+        return (await self.claim_jobs([job_id], owner, now, lease_until)).get(job_id)
 
     @abc.abstractmethod
     async def renew_lease(self, job_id: str, owner: str, lease_until: int) -> bool:
         """Extends `owner`'s lease; False if it no longer holds it."""
 
     @abc.abstractmethod
+    async def finish_jobs(self, finishes: Sequence[JobFinish], owner: str) -> set[str]:
+        """Records, for each job, the steps it executed, the events it sent and its outcome,
+        atomically per job, if `owner` still holds the lease; returns the ids of the jobs
+        written (a cancelled run has no jobs, and a lapsed lease may have gone to another
+        worker). A step already Completed or Failed keeps its first result; an event already
+        stored is kept. Idempotent. One statement for all of them where the backend can."""
+
     async def finish_job(
         self,
         job_id: str,
@@ -121,10 +136,9 @@ class Store(abc.ABC):
         outcome: protocol.Outcome,
         now: int,
     ) -> bool:
-        """Records the steps a job executed, the events it sent, and its outcome, atomically, if
-        `owner` still holds the lease (False if not: a cancelled run has no jobs, and a lapsed
-        lease may have gone to another worker). A step already Completed or Failed keeps its
-        first result; an event already stored is kept. Idempotent."""
+        """`finish_jobs` for one job: whether it was written."""
+        finish = JobFinish(job_id, list(steps), list(events), outcome, now)
+        return job_id in await self.finish_jobs([finish], owner)
 
     @abc.abstractmethod
     async def checkpoint_job(

@@ -207,6 +207,18 @@ class RunState:
 
 
 @dataclasses.dataclass
+class JobFinish:
+    """What a worker writes when a job ends: the steps it ran, the events they sent, and
+    the job's outcome, as of `now`."""
+
+    job_id: str
+    steps: list[StepRecord]
+    events: list[EventRecord]
+    outcome: protocol.Outcome
+    now: int
+
+
+@dataclasses.dataclass
 class JobOutcome:
     job: JobRecord
     run: RunRecord

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -81,6 +82,13 @@ class _PostgresTx:
             async with self._connection.cursor() as cursor:
                 await cursor.execute(self._sql(query), params)
                 return cursor.rowcount
+
+    async def fetch_each(
+        self, query: str, items: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        if not items:
+            return []
+        return await self.fetch(query, {**params, "items": json.dumps(list(items))})
 
     async def script(self, query: str) -> None:
         """Runs several statements: without parameters psycopg uses the simple protocol."""

@@ -71,10 +71,31 @@ def _is_for_ended_run(change: m.Change, runs: dict[str, str], applied: m.Applied
     return True
 
 
+@dataclasses.dataclass
+class _Later:
+    """Writes of a transaction that no change after them reads, collected so that each kind
+    goes in one statement (`fetch_each`) once the transaction's changes have all been
+    applied (`SqlStore._flush`): runs that end with no parent to resume, plain new runs with
+    their first jobs, and events no function triggers on. Each write keeps the `Applied` it
+    reports into."""
+
+    finishes: list[tuple[m.FinishRun, m.Applied]] = dataclasses.field(default_factory=list)
+    runs: list[tuple[dict[str, Any], m.Applied]] = dataclasses.field(default_factory=list)
+    quiet: list[tuple[m.EventRecord, m.Applied]] = dataclasses.field(default_factory=list)
+
+
 class Tx(Protocol):
     async def fetch(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]: ...
 
     async def execute(self, query: str, params: Mapping[str, Any]) -> int: ...
+
+    async def fetch_each(
+        self, query: str, items: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Runs `query` for every item (with `params` beside each) and returns all rows. A
+        backend with a network round trip per statement (PostgreSQL) runs it once, the items
+        passed as one JSON array `items`; SQLite runs its per-item text once per item, in one
+        call to its thread. No statement when `items` is empty."""
 
 
 class SqlStore(Store, abc.ABC):
@@ -135,16 +156,30 @@ class SqlStore(Store, abc.ABC):
                 await tx.execute("lock_event_keys", {"ids": keys})
             held = await self._lock_holds(tx, every_change)
             await gates.lock(tx, now)
+            # Stored, or found unprocessed, and marked processed at once: the row lock makes a
+            # concurrent processor of the same event wait, then find nothing to do.
+            unique = {event.internal_id: event for event, _ in batch}
+            claimed = {
+                row["internal_id"]
+                for row in await tx.fetch_each(
+                    "claim_events", [codec.event_params(e) for e in unique.values()], {}
+                )
+            }
+            later, parts = _Later(), []
             for event, changes in batch:
-                # Stored, or found unprocessed, and marked processed at once: the row lock
-                # makes a concurrent processor of the same event wait, then find nothing to do.
-                if not await tx.fetch("claim_event", codec.event_params(event)):
+                if event.internal_id not in claimed:
                     continue
+                claimed.discard(event.internal_id)  # a second copy in the batch does nothing
                 if await self._is_duplicate(tx, event, now):
                     await tx.execute("mark_event_duplicate", {"internal_id": event.internal_id})
                 else:
                     admitted = await gates.admit(tx, changes, now, runs, self._lock_run_ids)
-                    applied.extend(await self._apply(tx, admitted, now, runs, held, gates))
+                    parts.append(
+                        await self._apply(tx, admitted, now, runs, held, gates, later=later)
+                    )
+            await self._flush(tx, later, now, runs)  # into `parts`, then gathered
+            for part in parts:
+                applied.extend(part)
             if held is not None:
                 await holds.flush(tx, held, now)
             await gates.finish(tx, applied, runs)
@@ -241,31 +276,32 @@ class SqlStore(Store, abc.ABC):
 
     # Worker side
 
-    async def claim_job(
-        self, job_id: str, owner: str, now: int, lease_until: int
-    ) -> m.RunState | None:
-        # Each statement stands alone: the claim is one (it leases the job, marks the run
-        # Running and reads it), and the steps of a run whose job we hold do not change.
+    async def claim_jobs(
+        self, job_ids: Sequence[str], owner: str, now: int, lease_until: int
+    ) -> dict[str, m.RunState]:
+        # Each statement stands alone: the claim is one (it leases the jobs, marks their runs
+        # Running and reads them), and the steps of a run whose job we hold do not change.
+        items = [{"job_id": job_id} for job_id in dict.fromkeys(job_ids)]
+        params = {"owner": owner, "now": now, "lease_until": lease_until}
         async with self._autocommit() as tx:
-            claimed = await tx.fetch(
-                "claim_job",
-                {"job_id": job_id, "owner": owner, "now": now, "lease_until": lease_until},
+            claimed = await tx.fetch_each("claim_jobs", items, params)
+            ended = [{"job_id": row["job_id"]} for row in claimed if row["status"] in m.TERMINAL]
+            if ended:
+                await tx.fetch_each("delete_jobs", ended, {})
+            live = [row for row in claimed if row["status"] not in m.TERMINAL]
+            with_steps = sorted({row["run_id"] for row in live if row["has_steps"]})
+            steps: dict[str, list[dict[str, Any]]] = {}
+            if with_steps:
+                for step in await tx.fetch("select_steps_of_runs", {"run_ids": with_steps}):
+                    steps.setdefault(step["run_id"], []).append(step)
+        return {
+            row["job_id"]: m.RunState(
+                run=codec.run(row),
+                steps={step["hash"]: codec.step(step) for step in steps.get(row["run_id"], ())},
+                job=codec.joined_job(row["job_id"], row),
             )
-            if not claimed:
-                return None
-            row = claimed[0]
-            if row["status"] in m.TERMINAL:
-                await tx.execute("delete_job", {"job_id": job_id})
-                return None
-            steps = (
-                await tx.fetch("select_steps", {"run_id": row["run_id"]})
-                if row["has_steps"]
-                else []
-            )
-        job = codec.joined_job(job_id, row)
-        return m.RunState(
-            run=codec.run(row), steps={step["hash"]: codec.step(step) for step in steps}, job=job
-        )
+            for row in live
+        }
 
     async def renew_lease(self, job_id: str, owner: str, lease_until: int) -> bool:
         async with self._transaction() as tx:
@@ -274,18 +310,17 @@ class SqlStore(Store, abc.ABC):
             )
         return count > 0
 
-    async def finish_job(
-        self,
-        job_id: str,
-        owner: str,
-        *,
-        steps: Sequence[m.StepRecord],
-        events: Sequence[m.EventRecord],
-        outcome: protocol.Outcome,
-        now: int,
-    ) -> bool:
-        outcome_text = codec.dumps(protocol.encode(outcome))
-        return await self._write_job(job_id, owner, steps, events, outcome=outcome_text, now=now)
+    async def finish_jobs(self, finishes: Sequence[m.JobFinish], owner: str) -> set[str]:
+        items = [
+            _write_params(
+                f.job_id, f.steps, f.events, codec.dumps(protocol.encode(f.outcome)), f.now
+            )
+            for f in finishes
+        ]
+        # One statement writes them all, so it needs no transaction around it.
+        async with self._autocommit() as tx:
+            rows = await tx.fetch_each("write_jobs", items, {"owner": owner})
+        return {row["job_id"] for row in rows}
 
     async def checkpoint_job(
         self,
@@ -305,20 +340,9 @@ class SqlStore(Store, abc.ABC):
         steps: Sequence[m.StepRecord],
         events: Sequence[m.EventRecord],
         *,
-        outcome: str | None = None,
-        now: int = 0,
-        lease_until: int = 0,
+        lease_until: int,
     ) -> bool:
-        params = {
-            "job_id": job_id,
-            "owner": owner,
-            "steps": codec.dumps([codec.step_params("", step) for step in codec.folded(steps)]),
-            "events": codec.dumps([codec.event_params(event) for event in events]),
-            "finish": outcome is not None,
-            "outcome": outcome,
-            "now": now,
-            "lease_until": lease_until,
-        }
+        params = {**_write_params(job_id, steps, events, None, 0, lease_until), "owner": owner}
         # One statement writes them all, so it needs no transaction around it.
         async with self._autocommit() as tx:
             return bool(await tx.fetch("write_job", params))
@@ -341,15 +365,22 @@ class SqlStore(Store, abc.ABC):
         results = []
         async with self._transaction() as tx:
             runs = await self._lock_runs(tx, [c for _, changes in batch for c in changes])
+            items = [{"job_id": job_id} for job_id in dict.fromkeys(job_id for job_id, _ in batch)]
+            deleted = {
+                row["job_id"]: row for row in await tx.fetch_each("delete_done_jobs", items, {})
+            }
+            later = _Later()
             for job_id, changes in batch:
-                deleted = await tx.fetch("delete_done_job", {"job_id": job_id})
-                if deleted:
-                    applied = await self._apply(tx, changes, now, runs)
-                    # The job no longer holds its slots: others may be admitted.
-                    applied.admission_keys |= _slot_keys(deleted[0])
-                    results.append(applied)
-                else:
+                # Popped: a second copy of the outcome in the batch finds its job gone.
+                row = deleted.pop(job_id, None)
+                if row is None:
                     results.append(m.Applied(done=False))
+                    continue
+                applied = await self._apply(tx, changes, now, runs, later=later)
+                # The job no longer holds its slots: others may be admitted.
+                applied.admission_keys |= _slot_keys(row)
+                results.append(applied)
+            await self._flush(tx, later, now, runs)
         return results
 
     async def stale_outcomes(self, done_before: int, limit: int) -> list[str]:
@@ -723,6 +754,37 @@ class SqlStore(Store, abc.ABC):
 
     # Applying changes
 
+    async def _flush(self, tx: Tx, later: _Later, now: int, runs: dict[str, str]) -> None:
+        """Makes the writes `later` collected, one statement per kind."""
+        finishes, later.finishes = later.finishes, []
+        if finishes:
+            ending = {change.run_id: (change, applied) for change, applied in finishes}
+            items = [_finish_params(change, now) for change, _ in ending.values()]
+            ended = {row["run_id"]: row for row in await tx.fetch_each("finish_runs", items, {})}
+            for run_id, (change, applied) in ending.items():
+                row = ended.get(run_id)
+                if row is None:
+                    applied.done = False
+                    continue
+                await self._finished(tx, change, row, now, applied, runs)
+        new_runs, later.runs = later.runs, []
+        if new_runs:
+            into: dict[str, tuple[dict[str, Any], m.Applied]] = {}
+            for params, applied in new_runs:
+                into.setdefault(params["run_id"], (params, applied))  # a repeat does nothing
+            rows = await tx.fetch_each("insert_runs", [p for p, _ in into.values()], {})
+            for row in rows:
+                _collect_jobs([row], into[row["run_id"]][1])
+        quiet, later.quiet = later.quiet, []
+        if quiet:
+            by_id = {event.internal_id: (event, applied) for event, applied in quiet}
+            items = [codec.event_params(event) for event, _ in quiet]
+            for row in await tx.fetch_each("insert_quiet_events", items, {}):
+                # Stored unprocessed: a run waits for an event of its name.
+                if not row["processed"]:
+                    event, applied = by_id[row["internal_id"]]
+                    applied.events.append(event)
+
     async def _lock_runs(self, tx: Tx, changes: Sequence[m.Change]) -> dict[str, str]:
         """Locks the rows of the runs these changes touch (the lock order's first step) and
         returns their statuses; a run not in the answer does not exist."""
@@ -747,16 +809,19 @@ class SqlStore(Store, abc.ABC):
         runs: dict[str, str],
         held: holds.Locked | None = None,
         gates: gating.GatePass | None = None,
+        *,
+        later: _Later | None = None,
     ) -> m.Applied:
         """Applies changes whose runs `_lock_runs` locked, and whose holds `_lock_holds` locked
-        into `held`; the runs holds start pass `gates`; `runs` is updated as they end."""
+        into `held`; the runs holds start pass `gates`; `runs` is updated as they end. With
+        `later`, the writes it takes are left to its `flush`, which the caller owes."""
         applied = m.Applied()
         for change in changes:
             if _is_for_ended_run(change, runs, applied):
                 continue
             match change:
                 case m.CreateRun():
-                    await self._create_run(tx, change, now, applied, runs)
+                    await self._create_run(tx, change, now, applied, runs, later)
                 case m.ResolveStep():
                     await self._resolve_step(tx, change, now, applied)
                 case m.AddWait():
@@ -766,9 +831,9 @@ class SqlStore(Store, abc.ABC):
                 case m.Dispatch():
                     await self._dispatch(tx, change.run_id, change.attempt, now, applied)
                 case m.FinishRun():
-                    await self._finish_run(tx, change, now, applied, runs)
+                    await self._finish_run(tx, change, now, applied, runs, later)
                 case m.AddEvents():
-                    await self._add_events(tx, change, applied)
+                    await self._add_events(tx, change, applied, later)
                 case m.AddTimer():
                     await tx.execute("insert_timer", codec.timer_params(change.timer))
                 case m.HoldDebounced() | m.AddToBatch() | m.StartHeld():
@@ -795,11 +860,16 @@ class SqlStore(Store, abc.ABC):
             admitted = await gates.admit_started(tx, started, now, runs, self._lock_run_ids)
             applied.extend(await self._apply(tx, admitted, now, runs))
 
-    async def _add_events(self, tx: Tx, change: m.AddEvents, applied: m.Applied) -> None:
+    async def _add_events(
+        self, tx: Tx, change: m.AddEvents, applied: m.Applied, later: _Later | None = None
+    ) -> None:
         for event in change.events:
             if not change.quiet:
                 await tx.execute("insert_event", codec.event_params(event))
                 applied.events.append(event)
+                continue
+            if later is not None:
+                later.quiet.append((event, applied))
                 continue
             # No function triggers on it: it needs no trip through the scheduler, unless a run
             # waits for an event of its name (then it is stored unprocessed).
@@ -808,7 +878,13 @@ class SqlStore(Store, abc.ABC):
                 applied.events.append(event)
 
     async def _create_run(
-        self, tx: Tx, change: m.CreateRun, now: int, applied: m.Applied, runs: dict[str, str]
+        self,
+        tx: Tx,
+        change: m.CreateRun,
+        now: int,
+        applied: m.Applied,
+        runs: dict[str, str],
+        later: _Later | None = None,
     ) -> None:
         params = {
             "run_id": change.run_id,
@@ -820,6 +896,11 @@ class SqlStore(Store, abc.ABC):
             "now": now,
         }
         slots = {**codec.slot_params(change.slots), "priority_ms": change.priority_ms}
+        if later is not None and _is_plain(change):
+            # Nothing later in this transaction reads the run: created with the others.
+            later.runs.append(({**params, **slots, "job_id": new_id(now)}, applied))
+            runs[change.run_id] = m.QUEUED
+            return
         timers = _deadlines(change, now)
         if change.start_at is not None:
             # Held (a throttle): the run now, its first job when the timer fires.
@@ -911,26 +992,42 @@ class SqlStore(Store, abc.ABC):
         await tx.execute("insert_timer", codec.timer_params(change.timer))
 
     async def _finish_run(
-        self, tx: Tx, change: m.FinishRun, now: int, applied: m.Applied, runs: dict[str, str]
+        self,
+        tx: Tx,
+        change: m.FinishRun,
+        now: int,
+        applied: m.Applied,
+        runs: dict[str, str],
+        later: _Later | None = None,
     ) -> None:
-        params = {
-            "run_id": change.run_id,
-            "status": change.status,
-            "output": codec.dumps(change.output),
-            "error": codec.error_text(change.error),
-            "now": now,
-        }
-        rows = await tx.fetch("finish_run", params)
+        if later is not None and change.parent_run_id is None and change.status != m.CANCELLED:
+            # Its row is locked and not ended (else the change was dropped): it will end. No
+            # parent to resume, and nothing later in the transaction reads it but `runs`.
+            later.finishes.append((change, applied))
+            runs[change.run_id] = change.status
+            return
+        rows = await tx.fetch("finish_run", _finish_params(change, now))
         if not rows:
             applied.done = False
             return
+        await self._finished(tx, change, rows[0], now, applied, runs)
+
+    async def _finished(
+        self,
+        tx: Tx,
+        change: m.FinishRun,
+        row: Mapping[str, Any],
+        now: int,
+        applied: m.Applied,
+        runs: dict[str, str],
+    ) -> None:
+        """What follows a run's end: its slots freed, and its parent, if any, resumed."""
         runs[change.run_id] = change.status
         if change.status == m.CANCELLED:
-            row = rows[0]
             applied.cancelled.append(m.RunRef(change.run_id, row["function_id"], row["app_id"]))
         # Its jobs are gone, and with them any slots they held.
-        applied.admission_keys |= _slot_keys(rows[0])
-        parent = codec.loads(rows[0]["parent"])
+        applied.admission_keys |= _slot_keys(row)
+        parent = codec.loads(row["parent"])
         if parent and parent["run_id"] not in runs:
             # Not named by the change (`parent_run_id`), so not locked in order: lock it now.
             runs.update(await self._lock_run_ids(tx, {parent["run_id"]}))
@@ -948,6 +1045,16 @@ class SqlStore(Store, abc.ABC):
             await self._resolve_step(tx, resolve, now, applied)
 
 
+def _finish_params(change: m.FinishRun, now: int) -> dict[str, Any]:
+    return {
+        "run_id": change.run_id,
+        "status": change.status,
+        "output": codec.dumps(change.output),
+        "error": codec.error_text(change.error),
+        "now": now,
+    }
+
+
 async def _listen(tx: Tx, change: m.CreateRun, now: int) -> None:
     """Registers a new run's cancel listeners (one statement; none for a run without)."""
     if not change.listeners:
@@ -959,6 +1066,38 @@ async def _listen(tx: Tx, change: m.CreateRun, now: int) -> None:
             params["expires_at"] = now + listener.timeout_ms
         rows.append(params)
     await tx.execute("insert_listeners", {"listeners": codec.dumps(rows)})
+
+
+def _write_params(
+    job_id: str,
+    steps: Sequence[m.StepRecord],
+    events: Sequence[m.EventRecord],
+    outcome: str | None,
+    now: int,
+    lease_until: int = 0,
+) -> dict[str, Any]:
+    """A job's write (`write_job`, `write_jobs`): a checkpoint without `outcome`."""
+    return {
+        "job_id": job_id,
+        "steps": codec.dumps([codec.step_params("", step) for step in codec.folded(steps)]),
+        "events": codec.dumps([codec.event_params(event) for event in events]),
+        "finish": outcome is not None,
+        "outcome": outcome,
+        "now": now,
+        "lease_until": lease_until,
+    }
+
+
+def _is_plain(change: m.CreateRun) -> bool:
+    """A run that starts at once with nothing beside it: no gate writes its row afterwards,
+    and it has no timers or listeners to register once it exists."""
+    return (
+        not change.gates
+        and change.start_at is None
+        and change.start_timeout_ms is None
+        and change.finish_timeout_ms is None
+        and not change.listeners
+    )
 
 
 def _collect_jobs(rows: Sequence[Mapping[str, Any]], applied: m.Applied) -> None:

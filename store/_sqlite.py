@@ -6,7 +6,7 @@ import contextlib
 import json
 import pathlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from tideflow import errors
@@ -44,6 +44,17 @@ class _SqliteTx:
 
     async def execute(self, query: str, params: Mapping[str, Any]) -> int:
         return (await self._store.call(lambda: self._run(query, params)))[1]
+
+    async def fetch_each(
+        self, query: str, items: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        def run_all() -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = []
+            for item in items:
+                rows.extend(self._run(query, {**params, **item})[0])
+            return rows
+
+        return await self._store.call(run_all) if items else []
 
 
 class SqliteStore(SqlStore):

@@ -28,6 +28,7 @@ from tideflow.store import models as m
 from . import _metrics
 from ._checkpoint import Checkpointer
 from ._executor import Execution
+from ._group_commit import GroupCommit
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ class Worker:
         self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._stopping = False
         self._store_backoff = Backoff(base_s=_RETRY_S, cap_s=_RETRY_CAP_S)
+        self._claims = GroupCommit(self._claim_jobs, max_size=concurrency)
+        # One write per run in a batch: two jobs of one run must not race in one statement.
+        self._finishes = GroupCommit(
+            self._finish_jobs, key=lambda finish: finish[0], max_size=concurrency
+        )
         self.has_abandoned = False
         """True once a shutdown gave up on running jobs; their threads may still be going."""
 
@@ -195,10 +201,30 @@ class Worker:
             logger.exception("running job %s failed", message.job_id)
         await delivery.ack()
 
+    async def _claim_jobs(self, job_ids: list[str]) -> list[m.RunState | None]:
+        now = self.now_ms()
+        lease_until = now + int(self._settings.lease_s * 1000)
+        states = await self._store.claim_jobs(job_ids, self._owner, now, lease_until)
+        # Two deliveries of one job (a redelivery beside a re-dispatch): one claim holds it.
+        return [states.pop(job_id, None) for job_id in job_ids]
+
+    async def _finish_jobs(self, finishes: list[tuple[str, m.JobFinish]]) -> list[bool]:
+        written = await self._store.finish_jobs([f for _, f in finishes], self._owner)
+        done = [f for _, f in finishes if f.job_id in written]
+        try:
+            # The events first: an outcome's scheduler may already look for them.
+            await self._announce([event for f in done for event in f.events])
+            if done:
+                outcome = OutcomeMessage(tuple(f.job_id for f in done))
+                await self._broker.publish([outcome.to_message(self._seal)])
+        except errors.BrokerError as exc:
+            logger.warning("could not report %d jobs (%s); the sweeper will", len(done), exc)
+        return [f.job_id in written for _, f in finishes]
+
     async def run_job(self, message: JobMessage) -> None:
         lease_ms = int(self._settings.lease_s * 1000)
         now = self.now_ms()
-        state = await self._store.claim_job(message.job_id, self._owner, now, now + lease_ms)
+        state = await self._claims.submit(message.job_id)
         if state is None:
             return
         function = self._functions.get(state.run.function_id)
@@ -217,26 +243,13 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
         _metrics.JOBS.labels(outcome.kind).inc()
-        written = await self._store.finish_job(
-            message.job_id,
-            self._owner,
-            steps=steps,
-            events=events,
-            outcome=outcome,
-            now=self.now_ms(),
-        )
-        if not written:
+        finish = m.JobFinish(message.job_id, steps, events, outcome, self.now_ms())
+        if not await self._finishes.submit((state.run.run_id, finish)):
             _metrics.LEASES_LOST.inc()
             logger.info(
                 "job %s lost its lease (run cancelled, or lapsed); its result is dropped",
                 message.job_id,
             )
-            return
-        try:
-            await self._announce(events)
-            await self._broker.publish([OutcomeMessage(message.job_id).to_message(self._seal)])
-        except errors.BrokerError as exc:
-            logger.warning("could not report job %s (%s); the sweeper will", message.job_id, exc)
 
     def _checkpointer(self, job_id: str, function: Function | None, lease_ms: int) -> Checkpointer:
         policy = function.checkpointing if function is not None else None

@@ -194,6 +194,33 @@ SELECT %(job_id)s, run_id, function_id, app_id, 0,
 FROM run
 RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
 
+-- name: insert_runs
+-- `insert_run` for many plain runs at once (no throttle, deadline or listener): each new run
+-- with its first job; a run that existed gets none.
+-- In the changes' order: of two runs for one (event, function), the first is made.
+WITH input AS (
+    SELECT * FROM ROWS FROM (json_to_recordset(%(items)s::json)
+        AS (run_id text, function_id text, app_id text, event_id text, events text,
+            parent text, now bigint, slot_key_1 text, slot_limit_1 int, slot_key_2 text,
+            slot_limit_2 int, priority_ms bigint, job_id text)) WITH ORDINALITY AS r
+), run AS (
+    INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
+                      slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+    SELECT run_id, function_id, app_id, event_id, 'Queued', events, now, parent,
+           slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, now - priority_ms
+    FROM input ORDER BY ordinality
+    ON CONFLICT DO NOTHING
+    RETURNING run_id, function_id, app_id, slot_key_1, slot_limit_1, slot_key_2, slot_limit_2,
+              order_at, queued_at
+)
+INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+SELECT input.job_id, run.run_id, run.function_id, run.app_id, 0,
+       CASE WHEN run.slot_key_1 IS NULL THEN 'queued' ELSE 'pending' END, run.queued_at,
+       run.slot_key_1, run.slot_limit_1, run.slot_key_2, run.slot_limit_2, run.order_at
+FROM run JOIN input ON input.run_id = run.run_id
+RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
+
 -- name: insert_job_if_idle
 -- ON CONFLICT (with jobs_one_queued_per_run) covers a concurrent dispatch of the same run.
 INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
@@ -208,30 +235,41 @@ WHERE run_id = %(run_id)s AND status IN ('Queued', 'Running')
 ON CONFLICT DO NOTHING
 RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
 
--- name: claim_job
--- Locks the run first (the lock order), then leases the job. A concurrent claim waits on the
--- locks, then re-checks the condition on the new version. The main query sees the run as it
--- was before `started`, hence the CASE.
-WITH locked AS (
+-- name: claim_jobs
+-- Locks the runs first (the lock order, sorted), then leases the jobs. A concurrent claim waits
+-- on the locks, then re-checks the condition on the new version. The main query sees the runs
+-- as they were before `started`, hence the CASEs.
+WITH wanted AS (
+    SELECT j.job_id FROM json_to_recordset(%(items)s::json) AS j(job_id text)
+), locked AS (
     SELECT runs.run_id FROM runs JOIN jobs ON jobs.run_id = runs.run_id
-    WHERE jobs.job_id = %(job_id)s
+    WHERE jobs.job_id IN (SELECT job_id FROM wanted)
+    ORDER BY runs.run_id
     FOR UPDATE OF runs
 ), claimed AS (
     UPDATE jobs SET status = 'leased', lease_owner = %(owner)s, lease_until = %(lease_until)s
-    WHERE job_id = %(job_id)s AND run_id IN (SELECT run_id FROM locked)
+    WHERE job_id IN (SELECT job_id FROM wanted) AND run_id IN (SELECT run_id FROM locked)
       AND (status = 'queued' OR (status = 'leased' AND lease_until < %(now)s))
-    RETURNING run_id, attempt
+    RETURNING job_id, run_id, attempt
 ), started AS (
     UPDATE runs SET status = 'Running', started_at = COALESCE(started_at, %(now)s)
     WHERE run_id IN (SELECT run_id FROM claimed) AND status = 'Queued'
 )
-SELECT claimed.attempt AS job_attempt, runs.run_id, runs.function_id, runs.app_id, runs.event_id,
+SELECT claimed.job_id, claimed.attempt AS job_attempt, runs.run_id, runs.function_id,
+    runs.app_id, runs.event_id,
     CASE WHEN runs.status = 'Queued' THEN 'Running' ELSE runs.status END AS status,
     runs.events, runs.queued_at, runs.output, runs.error,
     CASE WHEN runs.status = 'Queued' THEN COALESCE(runs.started_at, %(now)s) ELSE runs.started_at END AS started_at,
     runs.ended_at, runs.attempt, runs.parent,
     EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id) AS has_steps
 FROM claimed JOIN runs ON runs.run_id = claimed.run_id
+
+-- name: delete_jobs
+DELETE FROM jobs
+WHERE job_id IN (SELECT j.job_id FROM json_to_recordset(%(items)s::json) AS j(job_id text))
+
+-- name: select_steps_of_runs
+SELECT * FROM steps WHERE run_id = ANY(%(run_ids)s) ORDER BY seq
 
 -- name: delete_job
 DELETE FROM jobs WHERE job_id = %(job_id)s
@@ -285,6 +323,47 @@ WITH held AS (
     ON CONFLICT (internal_id) DO NOTHING
 )
 SELECT run_id FROM held
+
+-- name: write_jobs
+-- `write_job` for many ending jobs at once (each its own `finish`, `outcome` and `now`), for
+-- distinct jobs of distinct runs; answers the jobs `owner` still held.
+WITH input AS (
+    SELECT * FROM json_to_recordset(%(items)s::json)
+        AS j(job_id text, steps text, events text, finish boolean, outcome text, now bigint,
+             lease_until bigint)
+), held AS (
+    UPDATE jobs SET
+        lease_until = GREATEST(jobs.lease_until, input.lease_until),
+        status = CASE WHEN input.finish THEN 'done' ELSE jobs.status END,
+        outcome = CASE WHEN input.finish THEN input.outcome ELSE jobs.outcome END,
+        done_at = CASE WHEN input.finish THEN input.now ELSE jobs.done_at END
+    FROM input
+    WHERE jobs.job_id = input.job_id AND jobs.status = 'leased' AND jobs.lease_owner = %(owner)s
+    RETURNING jobs.job_id, jobs.run_id
+), recorded AS (
+    INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+    SELECT held.run_id, s.hash, s.name, s.op, s.status, s.attempt, s.output, s.error,
+           s.started_at, s.ended_at
+    FROM held JOIN input ON input.job_id = held.job_id,
+        ROWS FROM (json_to_recordset(input.steps::json)
+        AS (hash text, name text, op text, status text, attempt int, output text, error text,
+            started_at bigint, ended_at bigint)) WITH ORDINALITY AS s
+    ORDER BY held.run_id, s.ordinality
+    ON CONFLICT (run_id, hash) DO UPDATE
+    SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
+        error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
+        ended_at = excluded.ended_at
+    WHERE steps.status NOT IN ('Completed', 'Failed')
+), sent AS (
+    INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
+    SELECT e.internal_id, e.id, e.name, e.data, e.ts, e.user_data, e.v, e.target, e.received_at
+    FROM held JOIN input ON input.job_id = held.job_id,
+        json_to_recordset(input.events::json)
+        AS e(internal_id text, id text, name text, data text, ts bigint, user_data text, v text,
+             target text, received_at bigint)
+    ON CONFLICT (internal_id) DO NOTHING
+)
+SELECT job_id FROM held
 
 -- name: lock_runs
 -- Lock order (see store/_sql.py): a transaction that changes runs locks their rows first, all at
@@ -359,6 +438,27 @@ WITH finished AS (
 )
 SELECT function_id, app_id, parent, slot_key_1, slot_key_2 FROM finished
 
+-- name: finish_runs
+-- `finish_run` for many runs at once (each its own status, output, error and time).
+WITH input AS (
+    SELECT * FROM json_to_recordset(%(items)s::json)
+        AS f(run_id text, status text, output text, error text, now bigint)
+), finished AS (
+    UPDATE runs SET status = input.status, output = input.output, error = input.error,
+                    ended_at = input.now
+    FROM input
+    WHERE runs.run_id = input.run_id AND runs.status NOT IN ('Completed', 'Failed', 'Cancelled')
+    RETURNING runs.run_id, runs.function_id, runs.app_id, runs.parent, runs.slot_key_1,
+              runs.slot_key_2
+), waits_gone AS (
+    DELETE FROM waits WHERE run_id IN (SELECT run_id FROM finished)
+), jobs_gone AS (
+    DELETE FROM jobs WHERE run_id IN (SELECT run_id FROM finished)
+), timers_gone AS (
+    DELETE FROM timers WHERE run_id IN (SELECT run_id FROM finished) AND kind <> 'cron'
+)
+SELECT run_id, function_id, app_id, parent, slot_key_1, slot_key_2 FROM finished
+
 -- name: select_job_outcomes
 SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*
 FROM jobs JOIN runs ON runs.run_id = jobs.run_id
@@ -367,6 +467,12 @@ WHERE jobs.status = 'done' AND jobs.job_id = ANY(%(job_ids)s)
 -- name: delete_done_job
 DELETE FROM jobs WHERE job_id = %(job_id)s AND status = 'done'
 RETURNING slot_key_1, slot_key_2
+
+-- name: delete_done_jobs
+DELETE FROM jobs
+WHERE job_id IN (SELECT j.job_id FROM json_to_recordset(%(items)s::json) AS j(job_id text))
+  AND status = 'done'
+RETURNING job_id, slot_key_1, slot_key_2
 
 -- name: select_stale_outcomes
 SELECT job_id FROM jobs WHERE status = 'done' AND done_at < %(before)s
@@ -415,6 +521,30 @@ VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(ts)s, %(user_data)s, %(v)
         CASE WHEN EXISTS (SELECT 1 FROM waits WHERE kind IN ('event', 'cancel') AND event_name = %(name)s) THEN 0 ELSE 1 END)
 ON CONFLICT (internal_id) DO NOTHING
 RETURNING processed
+
+
+-- name: claim_events
+-- `claim_event` for a micro-batch of distinct events, in id order (the lock order of events).
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
+SELECT e.internal_id, e.id, e.name, e.data, e.ts, e.user_data, e.v, e.target, e.received_at, 1
+FROM json_to_recordset(%(items)s::json)
+    AS e(internal_id text, id text, name text, data text, ts bigint, user_data text, v text,
+         target text, received_at bigint)
+ORDER BY e.internal_id
+ON CONFLICT (internal_id) DO UPDATE SET processed = 1 WHERE events.processed = 0
+RETURNING internal_id
+
+-- name: insert_quiet_events
+-- `insert_quiet_event` for many events at once.
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
+SELECT e.internal_id, e.id, e.name, e.data, e.ts, e.user_data, e.v, e.target, e.received_at,
+       CASE WHEN EXISTS (SELECT 1 FROM waits WHERE kind IN ('event', 'cancel')
+                                              AND event_name = e.name) THEN 0 ELSE 1 END
+FROM json_to_recordset(%(items)s::json)
+    AS e(internal_id text, id text, name text, data text, ts bigint, user_data text, v text,
+         target text, received_at bigint)
+ON CONFLICT (internal_id) DO NOTHING
+RETURNING internal_id, processed
 
 
 -- name: migration_2

@@ -152,6 +152,21 @@ SELECT :job_id, :run_id, :function_id, :app_id, 0,
 WHERE changes() = 1
 RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
 
+-- name: insert_runs
+-- Run once per item (see `Tx.fetch_each`): `insert_run`'s text, with `now` per item.
+INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+VALUES (:run_id, :function_id, :app_id, :event_id, 'Queued', :events, :now, :parent,
+        :slot_key_1, :slot_limit_1, :slot_key_2, :slot_limit_2, :now - :priority_ms)
+ON CONFLICT DO NOTHING;
+INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
+                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
+SELECT :job_id, :run_id, :function_id, :app_id, 0,
+       CASE WHEN :slot_key_1 IS NULL THEN 'queued' ELSE 'pending' END, :now,
+       :slot_key_1, :slot_limit_1, :slot_key_2, :slot_limit_2, :now - :priority_ms
+WHERE changes() = 1
+RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
+
 -- name: insert_job_if_idle
 INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
                   slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
@@ -163,7 +178,8 @@ WHERE run_id = :run_id AND status IN ('Queued', 'Running')
   AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = :run_id AND status IN ('pending', 'queued'))
 RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
 
--- name: claim_job
+-- name: claim_jobs
+-- Run once per item (see `Tx.fetch_each`).
 UPDATE jobs SET status = 'leased', lease_owner = :owner, lease_until = :lease_until
 WHERE job_id = :job_id
   AND (status = 'queued' OR (status = 'leased' AND lease_until < :now));
@@ -172,11 +188,18 @@ WHERE status = 'Queued' AND run_id = (
     SELECT run_id FROM jobs
     WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner AND lease_until = :lease_until
 );
-SELECT jobs.attempt AS job_attempt,
+SELECT jobs.job_id, jobs.attempt AS job_attempt,
        EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id) AS has_steps, runs.*
 FROM jobs JOIN runs ON runs.run_id = jobs.run_id
 WHERE jobs.job_id = :job_id AND jobs.status = 'leased'
   AND jobs.lease_owner = :owner AND jobs.lease_until = :lease_until
+
+-- name: delete_jobs
+-- Run once per item (see `Tx.fetch_each`).
+DELETE FROM jobs WHERE job_id = :job_id
+
+-- name: select_steps_of_runs
+SELECT * FROM steps WHERE run_id IN (SELECT value FROM json_each(:run_ids)) ORDER BY rowid
 
 -- name: delete_job
 DELETE FROM jobs WHERE job_id = :job_id
@@ -206,6 +229,42 @@ UPDATE jobs SET
     done_at = CASE WHEN :finish THEN :now ELSE done_at END
 WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
 RETURNING run_id;
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+SELECT (SELECT run_id FROM jobs WHERE job_id = :job_id),
+       value ->> 'hash', value ->> 'name', value ->> 'op', value ->> 'status', value ->> 'attempt',
+       value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at'
+FROM json_each(:steps) WHERE EXISTS (
+    SELECT 1 FROM jobs WHERE job_id = :job_id AND lease_owner = :owner
+      AND status = CASE WHEN :finish THEN 'done' ELSE 'leased' END
+)
+ORDER BY key
+ON CONFLICT (run_id, hash) DO UPDATE
+SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
+    error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
+    ended_at = excluded.ended_at
+WHERE steps.status NOT IN ('Completed', 'Failed');
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
+SELECT value ->> 'internal_id', value ->> 'id', value ->> 'name', value ->> 'data', value ->> 'ts',
+       value ->> 'user_data', value ->> 'v', value ->> 'target', value ->> 'received_at'
+FROM json_each(:events) WHERE EXISTS (
+    SELECT 1 FROM jobs WHERE job_id = :job_id AND lease_owner = :owner
+      AND status = CASE WHEN :finish THEN 'done' ELSE 'leased' END
+)
+ON CONFLICT (internal_id) DO NOTHING
+
+-- name: write_jobs
+-- Run once per item (see `Tx.fetch_each`): `write_job`, answering the job's id.
+-- What a job has done, only if `owner` still holds its lease (a cancelled run has no jobs left):
+-- its finished steps, the events they sent, and, when the job ends (`finish`), its outcome. A
+-- write while it goes on (a checkpoint) extends the lease. A step already Completed or Failed
+-- keeps its first result.
+UPDATE jobs SET
+    lease_until = MAX(lease_until, :lease_until),
+    status = CASE WHEN :finish THEN 'done' ELSE status END,
+    outcome = CASE WHEN :finish THEN :outcome ELSE outcome END,
+    done_at = CASE WHEN :finish THEN :now ELSE done_at END
+WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
+RETURNING job_id;
 INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
 SELECT (SELECT run_id FROM jobs WHERE job_id = :job_id),
        value ->> 'hash', value ->> 'name', value ->> 'op', value ->> 'status', value ->> 'attempt',
@@ -287,6 +346,15 @@ DELETE FROM waits WHERE run_id = :run_id;
 DELETE FROM timers WHERE run_id = :run_id AND kind <> 'cron';
 DELETE FROM jobs WHERE run_id = :run_id
 
+-- name: finish_runs
+-- Run once per item (see `Tx.fetch_each`): `finish_run`, answering the run's id.
+UPDATE runs SET status = :status, output = :output, error = :error, ended_at = :now
+WHERE run_id = :run_id AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+RETURNING run_id, function_id, app_id, parent, slot_key_1, slot_key_2;
+DELETE FROM waits WHERE run_id = :run_id;
+DELETE FROM timers WHERE run_id = :run_id AND kind <> 'cron';
+DELETE FROM jobs WHERE run_id = :run_id
+
 -- name: select_job_outcomes
 SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*
 FROM jobs JOIN runs ON runs.run_id = jobs.run_id
@@ -295,6 +363,11 @@ WHERE jobs.status = 'done' AND jobs.job_id IN (SELECT value FROM json_each(:job_
 -- name: delete_done_job
 DELETE FROM jobs WHERE job_id = :job_id AND status = 'done'
 RETURNING slot_key_1, slot_key_2
+
+-- name: delete_done_jobs
+-- Run once per item (see `Tx.fetch_each`).
+DELETE FROM jobs WHERE job_id = :job_id AND status = 'done'
+RETURNING job_id, slot_key_1, slot_key_2
 
 -- name: select_stale_outcomes
 SELECT job_id FROM jobs WHERE status = 'done' AND done_at < :before ORDER BY done_at LIMIT :limit
@@ -336,6 +409,22 @@ VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received
         NOT EXISTS (SELECT 1 FROM waits WHERE kind IN ('event', 'cancel') AND event_name = :name))
 ON CONFLICT (internal_id) DO NOTHING
 RETURNING processed
+
+
+-- name: claim_events
+-- Run once per item (see `Tx.fetch_each`).
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
+VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at, 1)
+ON CONFLICT (internal_id) DO UPDATE SET processed = 1 WHERE events.processed = 0
+RETURNING internal_id
+
+-- name: insert_quiet_events
+-- Run once per item (see `Tx.fetch_each`).
+INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
+VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at,
+        NOT EXISTS (SELECT 1 FROM waits WHERE kind IN ('event', 'cancel') AND event_name = :name))
+ON CONFLICT (internal_id) DO NOTHING
+RETURNING internal_id, processed
 
 
 -- name: migration_2

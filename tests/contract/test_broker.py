@@ -131,7 +131,7 @@ async def test_internal_keys_reach_only_their_own_queue(
             routing_keys=[topology.jobs_key(app)],
         )
     jobs = [JobMessage(f"job-{n}", "run", "fn", app) for n in (1, 2) for app in ("app-a", "app-b")]
-    outcomes = [OutcomeMessage("job-1"), OutcomeMessage("job-2")]
+    outcomes = [OutcomeMessage(("job-1",)), OutcomeMessage(("job-2", "job-3"))]
 
     await broker.publish([j.to_message() for j in jobs] + [o.to_message() for o in outcomes])
     await broker.publish([event_message({"name": "app/after", "data": {}})])

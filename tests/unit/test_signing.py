@@ -15,9 +15,9 @@ def test_sealed_messages_open_only_with_the_same_key() -> None:
     with pytest.raises(SignatureError, match="missing or wrong signature"):
         JobMessage.decode(sealed, Seal("k2"))
     with pytest.raises(SignatureError):
-        OutcomeMessage.decode(OutcomeMessage("job-1").to_message().body, Seal("k1"))
-    assert OutcomeMessage.decode(OutcomeMessage("job-1").to_message().body) == OutcomeMessage(
-        "job-1"
+        OutcomeMessage.decode(OutcomeMessage(("job-1",)).to_message().body, Seal("k1"))
+    assert OutcomeMessage.decode(OutcomeMessage(("job-1",)).to_message().body) == OutcomeMessage(
+        ("job-1",)
     )
 
 
