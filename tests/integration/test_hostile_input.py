@@ -3,7 +3,7 @@ exchange, and every body on the internal queues, is either a well-formed message
 with a reason (what the consumers dead-letter it with); nothing else escapes the decoders.
 
 The same decoders run in the consumers (scheduler/_decoding.py, broker/_messages.py); the live
-counterpart, through RabbitMQ and a running scheduler, is tests/integration/test_amqp_hostile.py.
+counterpart, through RabbitMQ and a running scheduler, is test_amqp_hostile.py (same folder).
 """
 
 from __future__ import annotations
