@@ -335,7 +335,7 @@ async def test_closing_the_broker_ends_its_consumers(broker: Broker, inbox: Inbo
 
 
 async def test_a_message_given_back_too_often_is_dead_lettered_and_the_next_one_flows(
-    broker_url: str, request: pytest.FixtureRequest
+    broker_url: str, request: pytest.FixtureRequest, figures: list[str]
 ) -> None:
     limit = 3
     broker = create_broker(broker_url, delivery_limit=limit)
@@ -364,5 +364,9 @@ async def test_a_message_given_back_too_often_is_dead_lettered_and_the_next_one_
                 "(TIDEFLOW_DELIVERY_LIMIT=3)",
             )
         ]
+        figures.append(
+            f"delivery limit 3 ({broker_url.split(':')[0]}): a message given back 3 times "
+            "dead-lettered with its reason; the message behind it delivered"
+        )
     finally:
         await broker.close()
