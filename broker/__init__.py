@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import _topology as topology
-from ._base import Broker, Delivery, Message
+from ._base import DEFAULT_DELIVERY_LIMIT, Broker, Delivery, Message
 from ._dispatcher import Dispatcher
 from ._factory import create_broker
 from ._memory import DeadLetter, MemoryBroker
@@ -18,6 +18,7 @@ from ._messages import (
 )
 
 __all__ = [
+    "DEFAULT_DELIVERY_LIMIT",
     "EVENT_CONTENT_TYPE",
     "Broker",
     "CancelNotice",

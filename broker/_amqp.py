@@ -19,9 +19,16 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     HeadersType,
 )
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelPreconditionFailed,
+    DeliveryError,
+    PublishError,
+)
 from aio_pika.queue import QueueIterator
 from pamqp.commands import Basic
+from pamqp.common import FieldTable
 from tideflow import errors
 from tideflow._core.backoff import Backoff, pause
 from tideflow._core.urls import mask_url, redact
@@ -29,7 +36,15 @@ from tideflow._core.urls import mask_url, redact
 from . import _metrics
 from . import _reconnection as reconnection
 from . import _topology as topology
-from ._base import Broker, Delivery, Message, Notice, declare_fixed_topology
+from ._base import (
+    DEFAULT_DELIVERY_LIMIT,
+    Broker,
+    Delivery,
+    Message,
+    Notice,
+    declare_fixed_topology,
+    delivery_limit_reason,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +59,12 @@ _TRANSIENT = (OSError, RuntimeError)
 
 # exchange, routing key, message, mandatory
 _Outgoing = tuple[str, str, aio_pika.Message, bool]
+# Every durable queue is a quorum queue: replicated with Raft over a cluster's nodes, so losing
+# one node loses no message (classic mirroring is gone from RabbitMQ 4). The delivery limit is
+# the engine's own (see `consume`), not `x-delivery-limit`: a queue's arguments cannot change
+# once declared, and a limit set there would drop the reason on the way to the dead letters.
+QUEUE_ARGUMENTS: FieldTable = {"x-queue-type": "quorum"}
+_DELIVERY_COUNT = "x-delivery-count"
 
 
 class AmqpBroker(Broker):
@@ -55,19 +76,32 @@ class AmqpBroker(Broker):
     themselves, and the deliveries that were in hand come again.
 
     Args:
-        url: `amqp://user:password@host:port/vhost`.
+        url: `amqp://user:password@host:port/vhost`, or several such URLs separated by commas:
+            the nodes of one RabbitMQ cluster, tried in turn when connecting and reconnecting.
+        delivery_limit: how many times a message may be delivered; see `Broker.consume`.
     """
 
-    def __init__(self, url: str, *, publish_only: bool = False) -> None:
-        self._where = mask_url(url)
-        try:
-            urllib.parse.urlsplit(url).port  # noqa: B018 (a typo is refused, not retried)
-        except ValueError as exc:
-            raise errors.ConfigError(
-                f"invalid AMQP URL {self._where}: {redact(str(exc), url)}"
-            ) from exc
+    def __init__(
+        self,
+        url: str,
+        *,
+        publish_only: bool = False,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+    ) -> None:
+        self._urls = [part.strip() for part in url.split(",") if part.strip()]
+        self._where = ",".join(mask_url(part) for part in self._urls) or mask_url(url)
+        if not self._urls:
+            raise errors.ConfigError(f"invalid AMQP URL {self._where!r}: no URL")
+        for part in self._urls:
+            try:
+                urllib.parse.urlsplit(part).port  # noqa: B018 (a typo is refused, not retried)
+            except ValueError as exc:
+                raise errors.ConfigError(
+                    f"invalid AMQP URL {mask_url(part)}: {redact(str(exc), part)}"
+                ) from exc
         reconnection.quiet_driver_logs()
         self._url = url
+        self._delivery_limit = delivery_limit
         self._publisher: AbstractRobustConnection | None = None
         self._consumer: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -105,22 +139,38 @@ class AmqpBroker(Broker):
             self._channel = channel
         except (*_TRANSIENT, AMQPError) as exc:
             await self.close()
-            where = urllib.parse.urlsplit(self._url)
+            where = ", ".join(
+                f"{parts.hostname}:{parts.port or 5672}"
+                for parts in map(urllib.parse.urlsplit, self._urls)
+            )
+            reason = repr(exc)
+            for part in self._urls:
+                reason = redact(reason, part)
             raise errors.BrokerConnectionError(
-                f"cannot connect to RabbitMQ at {where.hostname}:{where.port or 5672}: "
-                f"{redact(repr(exc), self._url)}"
+                f"cannot connect to RabbitMQ at {where}: {reason}"
             ) from exc
         await declare_fixed_topology(self)
 
     async def _open_connection(self) -> AbstractRobustConnection:
         # aio-pika's reconnect interval is one fixed number: `Reconnection` turns it into a
         # backoff (see there); our own loops (publish retries, consumers restarting) back off
-        # with `Backoff` too.
-        connection = await aio_pika.connect_robust(
-            self._url, timeout=_CONNECT_TIMEOUT_S, reconnect_interval=reconnection.FIRST_S
-        )
-        reconnection.Reconnection(self._where, is_closing=self._closing.is_set).attach(connection)
-        return connection
+        # with `Backoff` too. With several URLs, the first that answers; `Reconnection` moves
+        # a lost connection on to the next.
+        failure: BaseException | None = None
+        for url in self._urls:
+            try:
+                connection = await aio_pika.connect_robust(
+                    url, timeout=_CONNECT_TIMEOUT_S, reconnect_interval=reconnection.FIRST_S
+                )
+            except (*_TRANSIENT, AMQPError) as exc:
+                failure = exc
+                continue
+            reconnection.Reconnection(
+                self._where, is_closing=self._closing.is_set, urls=self._urls
+            ).attach(connection)
+            return connection
+        assert failure is not None
+        raise failure
 
     async def close(self) -> None:
         self._closing.set()
@@ -155,15 +205,45 @@ class AmqpBroker(Broker):
         channel = self._require_channel()
         try:
             async with asyncio.timeout(_OPERATION_TIMEOUT_S):
+                await self._check_queue(queue)
                 # On a robust channel, so declared again after a reconnection: even a
                 # RabbitMQ that lost its definitions then routes our messages again.
-                declared = await channel.declare_queue(queue, durable=True)
+                declared = await channel.declare_queue(
+                    queue, durable=True, arguments=QUEUE_ARGUMENTS
+                )
                 for key in routing_keys:
                     await declared.bind(exchange, key)
         except _TRANSIENT as exc:
             raise errors.BrokerConnectionError(f"declaring queue {queue}: {exc!r}") from exc
         except AMQPError as exc:
             raise errors.BrokerError(f"declaring queue {queue}: {exc!r}") from exc
+
+    async def _check_queue(self, queue: str) -> None:
+        """Declares `queue` on a channel of its own first: a queue of another type closes the
+        channel that declares it, and that must not be the publishers' channel."""
+        connection = self._publisher
+        if connection is None:
+            raise errors.BrokerConnectionError("the AMQP broker is not connected")
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(queue, durable=True, arguments=QUEUE_ARGUMENTS)
+        except ChannelPreconditionFailed as exc:
+            raise errors.ConfigError(self._wrong_queue(queue, exc)) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    def _wrong_queue(self, queue: str, exc: BaseException) -> str:
+        vhost = urllib.parse.unquote(urllib.parse.urlsplit(self._urls[0]).path[1:]) or "/"
+        return (
+            f"RabbitMQ queue {queue!r} (vhost {vhost!r}) exists with other arguments than "
+            f"tideflow declares ({exc}). tideflow's durable queues are quorum queues "
+            f"(x-queue-type: quorum), replicated across a cluster's nodes; this one is probably "
+            f"a classic queue made by an earlier tideflow. To replace it: stop tideflow's "
+            f"processes, let the queue drain (rabbitmqctl list_queues -p {vhost} name messages), "
+            f"delete it (rabbitmqctl delete_queue -p {vhost} {queue}), then run "
+            f"`tideflow migrate` again, which declares it as a quorum queue."
+        )
 
     async def publish(self, messages: Sequence[Message]) -> None:
         await self._publish(
@@ -221,7 +301,9 @@ class AmqpBroker(Broker):
                 async with asyncio.timeout(_OPERATION_TIMEOUT_S):
                     session = _Session(await connection.channel())
                     await session.channel.set_qos(prefetch_count=prefetch)
-                    source = await session.channel.declare_queue(queue, durable=True)
+                    source = await session.channel.declare_queue(
+                        queue, durable=True, arguments=QUEUE_ARGUMENTS
+                    )
                 # aio-pika's robust iterator waits through reconnections, but it can end on
                 # some paths (a 60 s limit on one): then this loop starts a new consumer.
                 session.iterator = source.iterator()
@@ -231,7 +313,13 @@ class AmqpBroker(Broker):
                     backoff.reset()
                     session.outstanding += 1
                     _metrics.CONSUMED.labels("amqp", queue).inc()
-                    yield _AmqpDelivery(self, session, queue, message)
+                    delivery = _AmqpDelivery(self, session, queue, message)
+                    if delivery.delivery_count >= self._delivery_limit:
+                        await delivery.dead_letter(
+                            delivery_limit_reason(delivery.delivery_count, self._delivery_limit)
+                        )
+                        continue
+                    yield delivery
                 delay = backoff.next_delay()
                 logger.info("the consumer of %s ended; another in %.1fs", queue, delay)
             except Exception as exc:
@@ -239,6 +327,8 @@ class AmqpBroker(Broker):
                 if task is not None and task.cancelling():
                     # aio-pika's iterator may replace a cancellation with its cleanup's error.
                     raise asyncio.CancelledError from exc
+                if isinstance(exc, ChannelPreconditionFailed):
+                    raise errors.BrokerError(self._wrong_queue(queue, exc)) from exc
                 # A lost connection is both (AMQPConnectionError is an OSError): it passes.
                 if isinstance(exc, AMQPError) and not isinstance(exc, _TRANSIENT):
                     raise errors.BrokerError(f"consuming {queue}: {exc!r}") from exc
@@ -384,6 +474,10 @@ class _AmqpDelivery(Delivery):
         self.message_id = message.message_id
         self.content_type = message.content_type
         self.redelivered = bool(message.redelivered)
+        # Set by a quorum queue on a message that came back; a publisher's own header of that
+        # name on a first delivery is not believed.
+        count = message.headers.get(_DELIVERY_COUNT) if self.redelivered else None
+        self.delivery_count = count if isinstance(count, int) and count > 0 else 0
 
     async def _settle(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
         if self._is_settled:
@@ -410,7 +504,7 @@ class _AmqpDelivery(Delivery):
             copy = _outgoing(
                 self._message,
                 {
-                    **self._message.headers,
+                    **{k: v for k, v in self._message.headers.items() if k != _DELIVERY_COUNT},
                     "x-tideflow-reason": reason,
                     "x-tideflow-queue": self._queue,
                     "x-tideflow-exchange": self._message.exchange or "",

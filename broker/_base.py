@@ -5,6 +5,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
+from tideflow._settings import Settings
+
 
 @dataclasses.dataclass(frozen=True)
 class Message:
@@ -19,6 +21,19 @@ class Message:
     """Refused (`publish` raises) when no queue takes it; False for broadcast notices."""
 
 
+DEFAULT_DELIVERY_LIMIT = Settings.delivery_limit
+"""How many times a message may be delivered (`TIDEFLOW_DELIVERY_LIMIT`): one that came back
+unsettled that often (its consumer died or gave it back each time) is dead-lettered."""
+
+
+def delivery_limit_reason(deliveries: int, limit: int) -> str:
+    """The dead letter's reason for a message over the delivery limit."""
+    return (
+        f"delivery limit: delivered {deliveries} times without being settled "
+        f"(TIDEFLOW_DELIVERY_LIMIT={limit})"
+    )
+
+
 class Delivery(abc.ABC):
     """A received message, owned by its consumer until acked, requeued or dead-lettered."""
 
@@ -27,6 +42,9 @@ class Delivery(abc.ABC):
     message_id: str | None
     content_type: str | None
     redelivered: bool
+    delivery_count: int = 0
+    """How many times it was delivered before and came back unsettled (requeued, or its
+    consumer went away): RabbitMQ's `x-delivery-count`."""
 
     @abc.abstractmethod
     async def ack(self) -> None:
@@ -84,7 +102,14 @@ class Broker(abc.ABC):
     async def declare_queue(
         self, queue: str, *, exchange: str, routing_keys: Sequence[str]
     ) -> None:
-        """Declares a durable queue bound to `exchange` by each key. Idempotent."""
+        """Declares a durable queue bound to `exchange` by each key. Idempotent.
+
+        Over AMQP it is a quorum queue (replicated with Raft on a cluster).
+
+        Raises:
+            ConfigError: a queue of that name exists with another type (a classic queue made
+                by an older tideflow): the message says how to replace it.
+        """
 
     @abc.abstractmethod
     async def publish(self, messages: Sequence[Message]) -> None:
@@ -103,6 +128,9 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
         """Yields deliveries from `queue`, at most `prefetch` unacked at once, until closed.
+
+        A message that was delivered `delivery_limit` times already and came back unsettled
+        each time is not yielded: it goes to the dead letters with reason "delivery limit".
 
         Survives reconnections: after a broker restart, consumption resumes by itself, and the
         deliveries unacked at the time come again (with `redelivered` set).

@@ -85,3 +85,5 @@ class Dispatcher:
                 await publish_events(self._broker, [event.wire() for event in changes.events])
         except errors.BrokerError as exc:
             logger.warning("publish failed, the sweeper will retry: %s", exc)
+        except errors.ConfigError as exc:  # a queue of another type: the operator must act
+            logger.error("publish failed, the sweeper will retry: %s", exc)

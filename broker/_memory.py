@@ -9,7 +9,15 @@ from tideflow import errors
 
 from . import _metrics
 from . import _topology as topology
-from ._base import Broker, Delivery, Message, Notice, declare_fixed_topology
+from ._base import (
+    DEFAULT_DELIVERY_LIMIT,
+    Broker,
+    Delivery,
+    Message,
+    Notice,
+    declare_fixed_topology,
+    delivery_limit_reason,
+)
 
 
 @dataclasses.dataclass
@@ -26,15 +34,16 @@ class _Queue:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.ready: collections.deque[tuple[Message, bool]] = collections.deque()
+        # Each message with the times it came back unsettled (RabbitMQ's x-delivery-count).
+        self.ready: collections.deque[tuple[Message, int]] = collections.deque()
         self.unacked = 0
         self.changed = asyncio.Event()
 
-    def put(self, message: Message, *, redelivered: bool = False, front: bool = False) -> None:
+    def put(self, message: Message, *, returned: int = 0, front: bool = False) -> None:
         if front:
-            self.ready.appendleft((message, redelivered))
+            self.ready.appendleft((message, returned))
         else:
-            self.ready.append((message, redelivered))
+            self.ready.append((message, returned))
         self.wake()
 
     def settle(self) -> None:
@@ -48,7 +57,7 @@ class _Queue:
 
 class _MemoryDelivery(Delivery):
     def __init__(
-        self, broker: MemoryBroker, queue: _Queue, message: Message, redelivered: bool
+        self, broker: MemoryBroker, queue: _Queue, message: Message, returned: int
     ) -> None:
         self._broker = broker
         self._queue = queue
@@ -58,7 +67,8 @@ class _MemoryDelivery(Delivery):
         self.routing_key = message.routing_key
         self.message_id = message.message_id
         self.content_type = message.content_type
-        self.redelivered = redelivered
+        self.redelivered = returned > 0
+        self.delivery_count = returned
 
     def _settle(self) -> bool:
         if self._settled:
@@ -72,7 +82,7 @@ class _MemoryDelivery(Delivery):
 
     async def requeue(self) -> None:
         if self._settle():
-            self._queue.put(self._message, redelivered=True, front=True)
+            self._queue.put(self._message, returned=self.delivery_count + 1, front=True)
 
     async def dead_letter(self, reason: str) -> None:
         if self._settle():
@@ -83,7 +93,8 @@ class MemoryBroker(Broker):
     """An in-process broker for `tideflow dev` and tests: topic and direct routing, prefetch,
     requeue, and a list of dead letters. Nothing survives the process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
+        self._delivery_limit = delivery_limit
         self._bindings: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
         self._queues: dict[str, _Queue] = {}
         self._subscribers: dict[str, list[tuple[Sequence[str], asyncio.Queue[Message]]]] = (
@@ -162,10 +173,14 @@ class MemoryBroker(Broker):
             if not (source.ready and source.unacked < prefetch):
                 await source.changed.wait()
                 continue
-            message, redelivered = source.ready.popleft()
+            message, returned = source.ready.popleft()
             source.unacked += 1
             _metrics.CONSUMED.labels("memory", queue).inc()
-            yield _MemoryDelivery(self, source, message, redelivered)
+            delivery = _MemoryDelivery(self, source, message, returned)
+            if returned >= self._delivery_limit:
+                await delivery.dead_letter(delivery_limit_reason(returned, self._delivery_limit))
+                continue
+            yield delivery
 
     async def subscribe(
         self, exchange: str, routing_keys: Sequence[str]

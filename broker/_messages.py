@@ -62,7 +62,8 @@ class JobMessage:
 
     @classmethod
     def decode(cls, body: bytes, seal: Seal = _PLAIN) -> JobMessage:
-        return cls(*msgpack.unpackb(seal.open(body)))
+        """Raises `ValueError` (what is wrong) or `SignatureError`."""
+        return cls(*_strings(seal.open(body), 4))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +81,11 @@ class OutcomeMessage:
 
     @classmethod
     def decode(cls, body: bytes, seal: Seal = _PLAIN) -> OutcomeMessage:
-        job_ids = msgpack.unpackb(seal.open(body))
-        if not isinstance(job_ids, list) or not job_ids:
-            raise ValueError("an outcome message names one or more job ids")
-        if not all(isinstance(job_id, str) for job_id in job_ids):
-            raise TypeError("job ids are strings")
-        return cls(tuple(job_ids))
+        """Raises `ValueError` (what is wrong) or `SignatureError`."""
+        fields = _unpacked(seal.open(body))
+        if not (isinstance(fields, list) and 0 < len(fields) <= _MAX_OUTCOMES):
+            raise ValueError(f"expected an array of 1 to {_MAX_OUTCOMES} strings")
+        return cls(tuple(_text(field) for field in fields))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +108,47 @@ class CancelNotice:
 
     @classmethod
     def decode(cls, body: bytes, seal: Seal = _PLAIN) -> CancelNotice:
-        app_id, run_ids = msgpack.unpackb(seal.open(body))
-        return cls(str(app_id), tuple(str(run_id) for run_id in run_ids))
+        """Raises `ValueError` (what is wrong) or `SignatureError`."""
+        payload = _unpacked(seal.open(body))
+        if not (isinstance(payload, list) and len(payload) == 2):
+            raise ValueError("expected [app_id, [run_id, ...]]")
+        app_id, run_ids = payload
+        if not isinstance(run_ids, list):
+            raise ValueError("expected [app_id, [run_id, ...]]")
+        return cls(_text(app_id), tuple(_text(run_id) for run_id in run_ids))
+
+
+_MAX_ID_CHARS = 256
+
+
+def _unpacked(payload: bytes) -> Any:
+    try:
+        return msgpack.unpackb(payload)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"not msgpack: {exc!r}") from None
+
+
+_MAX_OUTCOMES = 1_000
+"""The most jobs one outcome message names: a worker's batch is bounded by its concurrency."""
+
+
+def _strings(payload: bytes, count: int) -> list[str]:
+    """The `count` ids a message is made of: a msgpack array of non-empty strings."""
+    fields = _unpacked(payload)
+    if not (isinstance(fields, list) and len(fields) == count):
+        raise ValueError(f"expected an array of {count} strings")
+    return [_text(field) for field in fields]
+
+
+def _text(value: Any) -> str:
+    # Ids end in the store's text columns, which refuse NUL; none is long.
+    if not (isinstance(value, str) and 0 < len(value) <= _MAX_ID_CHARS and "\x00" not in value):
+        raise ValueError(f"expected an id (a string of 1 to {_MAX_ID_CHARS} characters)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("expected an id (a string of valid UTF-8)") from None
+    return value
 
 
 def event_message(record: dict[str, Any]) -> Message:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from aiormq.exceptions import AMQPConnectionError
 from tideflow._core.backoff import Backoff
+from yarl import URL
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,15 @@ class Reconnection:
     Args:
         where: the connection's URL, masked.
         is_closing: whether the broker is closing it (then a close is no failure).
+        urls: the nodes of the cluster, if several: each attempt goes to the next one.
     """
 
-    def __init__(self, where: str, *, is_closing: Callable[[], bool]) -> None:
+    def __init__(
+        self, where: str, *, is_closing: Callable[[], bool], urls: Sequence[str] = ()
+    ) -> None:
         self._where = where
         self._is_closing = is_closing
+        self._urls = [URL(url) for url in urls]
         self._backoff = Backoff(base_s=FIRST_S, cap_s=MAX_S)
 
     def attach(self, connection: AbstractRobustConnection) -> None:
@@ -55,6 +60,11 @@ class Reconnection:
         delay = self._backoff.next_delay()
         if isinstance(connection, aio_pika.RobustConnection):
             connection.reconnect_interval = delay
+            if len(self._urls) > 1:
+                # aio-pika reads `url` again for each attempt: a node that went away is
+                # replaced by the next one of its cluster.
+                current = self._urls.index(connection.url) if connection.url in self._urls else -1
+                connection.url = self._urls[(current + 1) % len(self._urls)]
         logger.log(
             logging.WARNING if self._backoff.should_warn() else logging.DEBUG,
             "RabbitMQ at %s unreachable (attempt %d: %r); reconnecting within %.1fs",

@@ -33,7 +33,7 @@ async def connected(
     settings: Settings, *, migrate: bool = False
 ) -> AsyncIterator[tuple[Store, Broker]]:
     store = create_store(settings.database_url)
-    broker = create_broker(settings.broker_url)
+    broker = create_broker(settings.broker_url, delivery_limit=settings.delivery_limit)
     await _retry("database", settings.database_url, store.open, settings=settings)
     try:
         if migrate:
@@ -195,7 +195,7 @@ async def run_migrate(settings: Settings) -> None:
     events published before any other process starts are kept."""
     # Both first: a URL that cannot work (a missing extra) fails before anything changes.
     store = create_store(settings.database_url)
-    broker = create_broker(settings.broker_url)
+    broker = create_broker(settings.broker_url, delivery_limit=settings.delivery_limit)
     await _retry("database", settings.database_url, store.open, settings=settings)
     try:
         await store.migrate()

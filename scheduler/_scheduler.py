@@ -135,21 +135,29 @@ class Scheduler:
     async def _settle(
         self, batch: list[Delivery], handle: Callable[[list[Delivery]], Awaitable[None]]
     ) -> None:
-        try:
-            await handle(batch)
-        except errors.StoreError as exc:
-            for delivery in batch:
-                await delivery.requeue()
-            await pause(self._store_backoff, logger, f"applying {len(batch)} messages", exc)
-            return
-        except Exception:  # one bad message must not stop the others
-            if len(batch) > 1:
-                for delivery in batch:
-                    await self._settle([delivery], handle)
+        while True:
+            try:
+                await handle(batch)
+                break
+            except errors.StoreConnectionError as exc:
+                # The store is away: keep the batch in hand until it is back. Giving it back
+                # would count against the messages' delivery limit (TIDEFLOW_DELIVERY_LIMIT),
+                # and an outage is not their fault.
+                await pause(self._store_backoff, logger, f"applying {len(batch)} messages", exc)
+            except Exception as exc:  # one bad message must not stop the others
+                if len(batch) > 1:
+                    for delivery in batch:
+                        await self._settle([delivery], handle)
+                    return
+                if isinstance(exc, errors.StoreError):
+                    # A conflict passes when tried again; a message the store refuses each
+                    # time reaches its delivery limit and goes to the dead letters.
+                    logger.warning("giving a message back to its queue: %s", exc)
+                    await batch[0].requeue()
+                    return
+                logger.exception("dead-lettering a message that cannot be processed")
+                await batch[0].dead_letter("processing failed; see the scheduler's log")
                 return
-            logger.exception("dead-lettering a message that cannot be processed")
-            await batch[0].dead_letter("processing failed; see the scheduler's log")
-            return
         self._store_backoff.reset()
         for delivery in batch:
             await delivery.ack()

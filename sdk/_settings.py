@@ -41,6 +41,9 @@ class Settings:
     session_ttl_s: int = 12 * 3600
     """How long a dashboard login lasts."""
     connect_timeout_s: float = 120.0
+    delivery_limit: int = 20
+    """How many times a broker message may be delivered: one that came back unsettled that
+    often (its consumer died each time) goes to the dead letters, reason "delivery limit"."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +104,7 @@ class Settings:
             env=text("ENV", defaults.env),
             metrics_port=_number(env, "METRICS_PORT", 0, int) or None,
             connect_timeout_s=_number(env, "CONNECT_TIMEOUT_S", defaults.connect_timeout_s, float),
+            delivery_limit=_number(env, "DELIVERY_LIMIT", defaults.delivery_limit, int),
             step_timeout_s=_number(env, "STEP_TIMEOUT_S", defaults.step_timeout_s, float),
             shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_S", defaults.shutdown_grace_s, float),
         )

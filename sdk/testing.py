@@ -82,7 +82,9 @@ class Engine:
         from tideflow.worker import Worker
 
         self.store = create_store(self.settings.database_url)
-        self.broker = create_broker(self.settings.broker_url)
+        self.broker = create_broker(
+            self.settings.broker_url, delivery_limit=self.settings.delivery_limit
+        )
         await self.store.open()
         await self.store.migrate()
         await self.broker.connect()

@@ -23,6 +23,8 @@ def mask_url(url: str) -> str:
     A URL without a password comes back unchanged; one that cannot be parsed still loses
     whatever could be a password.
     """
+    if _is_list(url):  # the nodes of a RabbitMQ cluster
+        return ",".join(mask_url(part) for part in url.split(","))
     if "://" not in url:
         return _KEY_VALUE.sub(lambda m: f"{m['key']}{MASK}", url)
     try:
@@ -63,7 +65,14 @@ def redact(text: str, url: str) -> str:
     return text
 
 
+def _is_list(url: str) -> bool:
+    return "," in url and url.count("://") > 1
+
+
 def _passwords(url: str) -> list[str]:
+    if _is_list(url):
+        found = {password for part in url.split(",") for password in _passwords(part)}
+        return sorted(found, key=len, reverse=True)
     try:
         parts = urllib.parse.urlsplit(url)
         query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)

@@ -225,7 +225,9 @@ async def dead_letters(broker: Broker, request: pytest.FixtureRequest) -> list[D
     found: list[DeadLetter] = []
     async with await aio_pika.connect(url) as connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(topology.DEAD_LETTER_QUEUE, durable=True)
+        queue = await channel.declare_queue(
+            topology.DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+        )
         async with asyncio.timeout(DEADLINE_S):
             while not found:
                 message = await queue.get(fail=False)
@@ -330,3 +332,41 @@ async def test_closing_the_broker_ends_its_consumers(broker: Broker, inbox: Inbo
         await box.task
     assert not await broker.ping()
     await broker.close()
+
+
+async def test_a_message_given_back_too_often_is_dead_lettered_and_the_next_one_flows(
+    broker_url: str, request: pytest.FixtureRequest, figures: list[str]
+) -> None:
+    limit = 3
+    broker = create_broker(broker_url, delivery_limit=limit)
+    await broker.connect()
+    try:
+        await broker.declare_queue(
+            "test.limit", exchange=topology.INTERNAL_EXCHANGE, routing_keys=["lim"]
+        )
+        poison, good = internal("lim", b"poison", "p-1"), internal("lim", b"good", "g-1")
+        await broker.publish([poison])
+        box = Inbox(broker, "test.limit", prefetch=1)
+        try:
+            for attempt in range(limit):
+                delivery = await box.take_one()
+                assert (delivery.body, delivery.delivery_count) == (b"poison", attempt)
+                await delivery.requeue()  # as a consumer that fails on it would
+            await broker.publish([good])
+            assert (await box.take_one()).body == b"good"
+        finally:
+            await box.stop()
+        assert await dead_letters(broker, request) == [
+            DeadLetter(
+                "test.limit",
+                poison,
+                "delivery limit: delivered 3 times without being settled "
+                "(TIDEFLOW_DELIVERY_LIMIT=3)",
+            )
+        ]
+        figures.append(
+            f"delivery limit 3 ({broker_url.split(':')[0]}): a message given back 3 times "
+            "dead-lettered with its reason; the message behind it delivered"
+        )
+    finally:
+        await broker.close()
