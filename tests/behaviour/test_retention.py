@@ -38,6 +38,22 @@ def define_functions(client: tideflow.Client) -> None:
         await ctx.step.sleep("long", "30d")
         return "woke"
 
+    @client.create_function(
+        fn_id="batched",
+        trigger=tideflow.TriggerEvent(event="t/batch"),
+        batch_events=tideflow.Batch(max_size=10, timeout="1m"),
+    )
+    async def batched(ctx: tideflow.Context) -> int:
+        return len(ctx.events)
+
+    @client.create_function(
+        fn_id="debounced",
+        trigger=tideflow.TriggerEvent(event="t/debounce"),
+        debounce=tideflow.Debounce(period="1d"),
+    )
+    async def debounced(ctx: tideflow.Context) -> None:
+        return None
+
 
 async def status_of(engine: Engine, path: str) -> int:
     return (await engine.http.get(path)).status_code
@@ -62,12 +78,22 @@ async def test_finished_runs_and_their_events_go_after_retention_and_live_runs_s
     clock = JumpingClock()
     environ = {**backend_environ, "TIDEFLOW_RETENTION": "1h", "TIDEFLOW_LEASE_S": "1.5"}
     async with Engine(client, environ=environ, clock=clock) as engine:
-        # Given a completed run, a failed run, a sleeping run and an event that starts none
-        done_event, boom_event, sleep_event, lone_event = await engine.send(
+        # Given a completed run, a failed run, a sleeping run, an event that starts none, and
+        # events a batch and a debounce hold
+        (
+            done_event,
+            boom_event,
+            sleep_event,
+            lone_event,
+            batch_event,
+            debounce_event,
+        ) = await engine.send(
             {"name": "t/done", "data": {"n": 1}},
             {"name": "t/boom"},
             {"name": "t/sleep"},
             {"name": "t/nobody"},
+            {"name": "t/batch"},
+            {"name": "t/debounce"},
         )
         done_run = (await engine.wait_for_runs(done_event))[0]["run_id"]
         boom_run = (await engine.wait_for_runs(boom_event))[0]["run_id"]
@@ -101,14 +127,15 @@ async def test_finished_runs_and_their_events_go_after_retention_and_live_runs_s
         sleeping = await engine.run(sleep_run)
         assert sleeping["status"] == "Running"
         assert [step["name"] for step in await engine.steps(sleep_run)] == ["before", "long"]
-        assert await status_of(engine, f"/v1/events/{sleep_event}") == 200
+        for kept in (sleep_event, batch_event, debounce_event):
+            assert await status_of(engine, f"/v1/events/{kept}") == 200, kept
         assert [run["run_id"] for run in await engine.runs(sleep_event)] == [sleep_run]
 
         # And a run that ends now is kept for its own retention
         (fresh_event,) = await engine.send({"name": "t/done", "data": {"n": 2}})
         fresh_run = (await engine.wait_for_runs(fresh_event))[0]["run_id"]
         assert (await engine.wait_for_run(fresh_run))["output"] == {"n": 2}
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(1.0)
         assert (await engine.run(fresh_run))["status"] == "Completed"
         assert await status_of(engine, f"/v1/events/{fresh_event}") == 200
 
