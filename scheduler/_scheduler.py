@@ -14,7 +14,7 @@ from tideflow._core.ids import new_id
 from tideflow._core.protocol import ErrorInfo
 from tideflow._core.tasks import cancel_and_wait
 from tideflow.broker import Broker, Delivery, Dispatcher, OutcomeMessage, Seal, topology
-from tideflow.store import Store
+from tideflow.store import Store, views
 from tideflow.store import metrics as store_metrics
 from tideflow.store import models as m
 
@@ -341,7 +341,7 @@ class Scheduler:
         # process that died between that commit and its admission leaves the pool to us.
         await self.admit(await self._store.pending_slot_keys(_BATCH))
 
-    async def forget_history(self, *, before: int) -> tuple[int, int]:
+    async def forget_history(self, *, before: int) -> views.Forgotten:
         """Retention: deletes runs that ended, and events received, before `before`, batch by
         batch while batches come back full. Returns how many runs and events went."""
         runs = events = 0
@@ -354,7 +354,7 @@ class Scheduler:
             await asyncio.sleep(0)  # the other loops get the store between batches
         if runs or events:
             logger.info("retention: deleted %d finished runs and %d events", runs, events)
-        return runs, events
+        return views.Forgotten(runs=runs, events=events)
 
     # Admission
 

@@ -323,11 +323,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def forget_history(self, before: int, limit: int) -> Forgotten:
         """Retention: deletes up to `limit` runs that ended (Completed, Failed, Cancelled)
-        before `before`, with their steps, jobs, timers and waits, in one statement; then, in
-        another, up to `limit` processed events received before `before` that no run refers to
-        any more and no debounce or batch holds, with their refusals. Each is a short
-        transaction of its own that never waits for a row another transaction holds (such a
-        row goes on a later call). Idempotent."""
+        before `before`, with their steps, jobs, timers and waits (one statement on
+        PostgreSQL); then, in another transaction, up to `limit` processed events received
+        before `before` that no run refers to any more and no debounce or batch holds, with
+        their refusals. Each transaction is short and never waits for a row another
+        transaction holds (such a row goes on a later call). Idempotent."""
 
     # Reads of the dashboard
 
