@@ -10,13 +10,37 @@ import json
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
 
 ENDED = ("Completed", "Failed", "Cancelled")
 ANY_OUTPUT = object()
+PATIENCE_S = 60.0
+T = TypeVar("T")
+RETRIES: collections.Counter[str] = collections.Counter()
+"""Calls retried after a transient failure (the API's 503 while its database is away, a
+dropped connection), by what was called: reported with the figures."""
+
+
+def patiently(call: Callable[[], T], what: str) -> T:
+    """`call()`, retried for up to PATIENCE_S while the servers fail transiently, as a patient
+    producer does (the servers are shared: another suite may hold every connection a moment)."""
+    deadline = time.monotonic() + PATIENCE_S
+    while True:
+        try:
+            return call()
+        except (httpx.TransportError, psycopg.OperationalError) as exc:
+            failure: Exception = exc
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 503:
+                raise
+            failure = exc
+        if time.monotonic() > deadline:
+            raise failure
+        RETRIES[what] += 1
+        time.sleep(0.5)
 
 
 @dataclasses.dataclass
@@ -90,11 +114,23 @@ class Load:
         self._rng = random.Random(7)
 
     def _send(self, events: list[dict[str, Any]]) -> list[str]:
-        answer = self.http.post("/e/soak", json=events)
-        answer.raise_for_status()
+        def post() -> list[str]:
+            answer = self.http.post("/e/soak", json=events)
+            answer.raise_for_status()
+            ids: list[str] = answer.json()["ids"]
+            return ids
+
+        ids = patiently(post, "POST /e")
         self.sent += len(events)
-        ids: list[str] = answer.json()["ids"]
         return ids
+
+    def _get(self, path: str) -> Any:
+        def get() -> Any:
+            answer = self.http.get(path)
+            answer.raise_for_status()
+            return answer.json()["data"]
+
+        return patiently(get, "GET /v1")
 
     def until_ready(self, dead: Callable[[], list[str]], timeout_s: float = 90) -> None:
         """Until the API answers and a scheduler knows the functions (a probe run starts)."""
@@ -134,7 +170,7 @@ class Load:
         """Answers or cancels each run that now waits for it."""
         still = []
         for case in self.owed:
-            runs = self.http.get(f"/v1/events/{case.event_ids[0]}/runs").json()["data"]
+            runs = self._get(f"/v1/events/{case.event_ids[0]}/runs")
             run_id = runs[0]["run_id"] if runs else None
             if run_id is None or not self._waiting(
                 run_id, "reply" if case.action == "reply" else "long"
@@ -145,11 +181,20 @@ class Load:
             elif case.action == "cancel_event":
                 self._send([{"name": "soak/cancel", "data": {"n": case.n}}])
             else:
-                self.http.delete(f"/v1/runs/{run_id}").raise_for_status()
+                self._cancel(run_id)
         self.owed = still
 
+    def _cancel(self, run_id: str) -> None:
+        def delete() -> None:
+            answer = self.http.delete(f"/v1/runs/{run_id}")
+            # 409: it has ended, cancelled by an earlier try whose answer was lost.
+            if answer.status_code != 409:
+                answer.raise_for_status()
+
+        patiently(delete, "DELETE /v1/runs")
+
     def _waiting(self, run_id: str, step: str) -> bool:
-        steps = self.http.get(f"/v1/runs/{run_id}/steps").json()["data"]
+        steps = self._get(f"/v1/runs/{run_id}/steps")
         return any(s["name"] == step and s["status"] == "Waiting" for s in steps)
 
     def drain(self, database_url: str, timeout_s: float) -> Verdict:
@@ -157,7 +202,7 @@ class Load:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._pay()
-            runs = _runs_by_event(database_url)
+            runs = patiently(lambda: _runs_by_event(database_url), "SELECT runs")
             if not self.owed and all(self._ended(case, runs) for case in self.cases):
                 break
             time.sleep(1.0)
@@ -169,10 +214,10 @@ class Load:
         return bool(found) and all(status in ENDED for status, _ in found)
 
     def _judge(self, database_url: str) -> Verdict:
-        runs = _runs_by_event(database_url)
+        runs = patiently(lambda: _runs_by_event(database_url), "SELECT runs")
         lost: list[str] = []
         wrong: list[str] = []
-        duplicates = _steps_recorded_twice(database_url)
+        duplicates = patiently(lambda: _steps_recorded_twice(database_url), "SELECT steps")
         for case in self.cases:
             found = [run for event_id in case.event_ids for run in runs.get(event_id, [])]
             duplicates += max(0, len(found) - 1)

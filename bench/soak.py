@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from _soak_load import Load, Verdict
+from _soak_load import RETRIES, Load, Verdict, patiently
 
 BENCH_DIR = pathlib.Path(__file__).resolve().parent
 TIDEFLOW = str(pathlib.Path(sys.executable).with_name("tideflow"))
@@ -191,7 +191,8 @@ def until_backlog_clears(
 ) -> tuple[dict[str, int], dict[str, int]]:
     deadline = time.monotonic() + timeout_s
     while True:
-        backlog, depths = store_backlog(database_url), queue_depths(vhost)
+        backlog = patiently(lambda: store_backlog(database_url), "SELECT backlog")
+        depths = queue_depths(vhost)
         if not any(backlog.values()) and not any(depths.values()):
             return backlog, depths
         if time.monotonic() > deadline:
@@ -280,6 +281,7 @@ def report(
         "queues": depths,
         "store": backlog,
         "checks": checks,
+        "transient_retries": dict(RETRIES),
     }
     print(
         f"soak {args.minutes} min: {verdict.events} events, {verdict.runs} runs "
@@ -288,7 +290,9 @@ def report(
     )
     for name, figures in flat.items():
         print(f"  {name}: rss KiB {figures['rss_kib']} fds {figures['fds']} flat={figures['flat']}")
-    print(f"  queues {depths}; store {backlog}")
+    print(
+        f"  queues {depths}; store {backlog}; calls retried while a server was away {dict(RETRIES)}"
+    )
     for check, ok in checks.items():
         print(f"  {'ok  ' if ok else 'FAIL'} {check}")
     return result

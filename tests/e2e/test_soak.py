@@ -46,7 +46,8 @@ def test_a_three_minute_mixed_load_leaks_nothing_and_loses_nothing(
     figures.append(
         f"soak {MINUTES} min: {result['events_sent']} events, {result['runs']} runs "
         f"{result['cases_by_kind']}; runs lost {result['runs_lost']}; duplicates "
-        f"{result['duplicates']}; RSS KiB / fds first and last after warm-up "
+        f"{result['duplicates']}; calls retried while a server was away "
+        f"{result['transient_retries']}; RSS KiB / fds first and last after warm-up "
         + "; ".join(f"{name} {p['rss_kib']} {p['fds']}" for name, p in result["processes"].items())
     )
     failed = [check for check, ok in result["checks"].items() if not ok]
