@@ -28,7 +28,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import pathlib
+import socket
 import statistics
 import subprocess
 import sys
@@ -110,8 +112,6 @@ class Cluster:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -182,8 +182,12 @@ def store_backlog(database_url: str) -> dict[str, int]:
         "timers": "SELECT count(*) FROM timers",
         "live_runs": "SELECT count(*) FROM runs WHERE status IN ('Queued', 'Running')",
     }
+    counts: dict[str, int] = {}
     with psycopg.connect(database_url) as conn:
-        return {name: int(conn.execute(sql).fetchone()[0]) for name, sql in queries.items()}  # type: ignore[index]
+        for name, sql in queries.items():
+            row = conn.execute(sql).fetchone()
+            counts[name] = int(row[0]) if row else 0
+    return counts
 
 
 def until_backlog_clears(
@@ -204,7 +208,7 @@ def soak(args: argparse.Namespace, database_url: str, broker_url: str) -> dict[s
     log_dir = pathlib.Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {
-        **dict(__import__("os").environ),
+        **os.environ,
         "TIDEFLOW_DATABASE_URL": database_url,
         "TIDEFLOW_BROKER_URL": broker_url,
         "TIDEFLOW_RETRY_BACKOFF_BASE_MS": "200",
