@@ -5,6 +5,7 @@ bench/results/latest.json.
     .venv/bin/python bench/run.py [--quick] [--runs N] [--systems tideflow,celery,dbos]
                                   [--preload N]   (tideflow's `full` workload; default 1,000,000)
     .venv/bin/python bench/run.py --matching [--quick]   (bench/matching.py: tideflow only)
+    .venv/bin/python bench/run.py --retention [...]      (bench/retention.py: tideflow only)
 """
 
 from __future__ import annotations
@@ -381,6 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from matching import main as matching_main
 
         return matching_main([arg for arg in given if arg != "--matching"])
+    if "--retention" in given:
+        # The 1-step workload while the sweeper deletes runs past retention, and without.
+        from retention import main as retention_main
+
+        return retention_main([arg for arg in given if arg != "--retention"])
     args, options = parse_args(argv)
     names = [n.strip() for n in args.systems.split(",") if n.strip()]
     for name in names:

@@ -14,7 +14,7 @@ from tideflow._core.ids import new_id
 from tideflow._core.protocol import ErrorInfo
 from tideflow._core.tasks import cancel_and_wait
 from tideflow.broker import Broker, Delivery, Dispatcher, OutcomeMessage, Seal, topology
-from tideflow.store import Store
+from tideflow.store import Store, views
 from tideflow.store import metrics as store_metrics
 from tideflow.store import models as m
 
@@ -37,6 +37,10 @@ _STORE_RETRY_CAP_S = 10.0
 _BROKER_RETRY_S = 0.2
 _BROKER_RETRY_CAP_S = 5.0
 _UNKNOWN_EVENT_REFRESH_S = 0.25
+# Retention deletes in small batches, each its own short transaction, and a sweep stops after
+# a few: a backlog (retention just shortened) drains over several sweeps, never in one long go.
+_RETENTION_BATCH = 500
+_RETENTION_BATCHES_PER_SWEEP = 8
 
 
 class Scheduler:
@@ -340,9 +344,25 @@ class Scheduler:
         if stale_events:
             await self.process_events(stale_events)
         await self._store.forget_gate_state(now, _BATCH * 4)
+        await self.forget_history(before=now - self._settings.retention_ms)
         # Admission is woken by the transaction that creates a pending job or frees a slot; a
         # process that died between that commit and its admission leaves the pool to us.
         await self.admit(await self._store.pending_slot_keys(_BATCH))
+
+    async def forget_history(self, *, before: int) -> views.Forgotten:
+        """Retention: deletes runs that ended, and events received, before `before`, batch by
+        batch while batches come back full. Returns how many runs and events went."""
+        runs = events = 0
+        for _ in range(_RETENTION_BATCHES_PER_SWEEP):
+            forgotten = await self._store.forget_history(before, _RETENTION_BATCH)
+            runs += forgotten.runs
+            events += forgotten.events
+            if max(forgotten.runs, forgotten.events) < _RETENTION_BATCH:
+                break
+            await asyncio.sleep(0)  # the other loops get the store between batches
+        if runs or events:
+            logger.info("retention: deleted %d finished runs and %d events", runs, events)
+        return views.Forgotten(runs=runs, events=events)
 
     # Admission
 

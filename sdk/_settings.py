@@ -10,8 +10,9 @@ from . import errors
 from ._core.durations import to_ms
 
 _N = TypeVar("_N", int, float)
-# Fields read from a variable other than TIDEFLOW_<FIELD>: a duration string, kept in seconds.
-_VARIABLE_OF_FIELD = {"session_ttl_s": "SESSION_TTL"}
+# Fields read from a variable other than TIDEFLOW_<FIELD>: a duration string, kept in the
+# field's unit.
+_VARIABLE_OF_FIELD = {"session_ttl_s": "SESSION_TTL", "retention_ms": "RETENTION"}
 _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
@@ -44,6 +45,8 @@ class Settings:
     delivery_limit: int = 20
     """How many times a broker message may be delivered: one that came back unsettled that
     often (its consumer died each time) goes to the dead letters, reason "delivery limit"."""
+    retention_ms: int = 7 * 86_400_000
+    """How long finished runs, their steps, and events that started no live run are kept."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -85,7 +88,11 @@ class Settings:
         session_ttl_ms = to_ms(text("SESSION_TTL", "12h"), field="TIDEFLOW_SESSION_TTL")
         if session_ttl_ms < 1000:
             raise errors.ConfigError("TIDEFLOW_SESSION_TTL: must be at least 1s")
+        retention_ms = to_ms(text("RETENTION", "7d"), field="TIDEFLOW_RETENTION")
+        if retention_ms < 1000:
+            raise errors.ConfigError("TIDEFLOW_RETENTION: must be at least 1s")
         return cls(
+            retention_ms=retention_ms,
             database_url=text("DATABASE_URL", defaults.database_url),
             broker_url=text("BROKER_URL", defaults.broker_url),
             # The key the SDK sends: the first accepted one.

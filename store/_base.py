@@ -24,7 +24,7 @@ from ._models import (
     TimerRecord,
     WaitRecord,
 )
-from ._views import EventState, ProcessRecord, QueueDepths, RunHold, RunPage
+from ._views import EventState, Forgotten, ProcessRecord, QueueDepths, RunHold, RunPage
 
 
 class Store(abc.ABC):
@@ -333,6 +333,15 @@ class Store(abc.ABC):
     async def forget_gate_state(self, now: int, limit: int) -> int:
         """Drops up to `limit` gate state rows that expired before `now` (they read as absent
         anyway); never waits for a row another transaction holds. Returns how many went."""
+
+    @abc.abstractmethod
+    async def forget_history(self, before: int, limit: int) -> Forgotten:
+        """Retention: deletes up to `limit` runs that ended (Completed, Failed, Cancelled)
+        before `before`, with their steps, jobs, timers and waits (one statement on
+        PostgreSQL); then, in another transaction, up to `limit` processed events received
+        before `before` that no run refers to any more and no debounce or batch holds, with
+        their refusals. Each transaction is short and never waits for a row another
+        transaction holds (such a row goes on a later call). Idempotent."""
 
     # Reads of the dashboard
 

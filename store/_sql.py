@@ -652,6 +652,15 @@ class SqlStore(Store, abc.ABC):
         async with self._autocommit() as tx:
             return await tx.execute("delete_expired_gate_state", {"now": now, "limit": limit})
 
+    async def forget_history(self, before: int, limit: int) -> views.Forgotten:
+        params = {"before": before, "limit": limit}
+        # Two transactions: runs go first, so their events are free to go in the second.
+        async with self._transaction() as tx:
+            runs = await tx.execute("forget_runs", params)
+        async with self._transaction() as tx:
+            events = await tx.execute("forget_events", params)
+        return views.Forgotten(runs=runs, events=events)
+
     # Dashboard reads
 
     async def list_runs(

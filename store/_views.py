@@ -45,6 +45,15 @@ class QueueDepths:
 
 
 @dataclasses.dataclass(frozen=True)
+class Forgotten:
+    """What one retention batch deleted: finished runs (with their steps, jobs, timers and
+    waits) and events."""
+
+    runs: int
+    events: int
+
+
+@dataclasses.dataclass(frozen=True)
 class RunHold:
     """Why flow control holds a run now: its job waits for a concurrency slot (`rule`
     "concurrency", `at` when it began to wait) or its start timer is set (`rule` "throttle",

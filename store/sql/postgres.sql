@@ -992,3 +992,45 @@ WHERE f.kind IN ('event', 'cancel') AND (f.expires_at IS NULL OR f.expires_at > 
 -- unique (kind, run_id, step_hash) index starts with the kind, so without this each run's end
 -- scanned every timer (measured: 100,000 sleeping runs woke at 26 a second).
 CREATE INDEX timers_by_run ON timers (run_id);
+
+-- name: migration_9
+-- Retention (TIDEFLOW_RETENTION): finished runs in the order they ended; the events a held
+-- debounce or batch refers to, which must outlive their retention.
+CREATE INDEX runs_by_end ON runs (ended_at, run_id)
+WHERE status IN ('Completed', 'Failed', 'Cancelled');
+CREATE INDEX batch_events_by_event ON batch_events (event_id);
+CREATE INDEX debounces_by_event ON debounces (event_id);
+
+-- name: forget_runs
+-- One batch of finished runs past retention, and everything keyed by them, in one statement.
+-- SKIP LOCKED: a run some transaction holds (a late cancel, a read for update) goes later.
+WITH doomed AS (
+    SELECT run_id FROM runs
+    WHERE status IN ('Completed', 'Failed', 'Cancelled') AND ended_at < %(before)s
+    ORDER BY ended_at, run_id LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), steps_gone AS (
+    DELETE FROM steps WHERE run_id IN (SELECT run_id FROM doomed)
+), jobs_gone AS (
+    DELETE FROM jobs WHERE run_id IN (SELECT run_id FROM doomed)
+), timers_gone AS (
+    DELETE FROM timers WHERE run_id IN (SELECT run_id FROM doomed)
+), waits_gone AS (
+    DELETE FROM waits WHERE run_id IN (SELECT run_id FROM doomed)
+)
+DELETE FROM runs WHERE run_id IN (SELECT run_id FROM doomed)
+
+-- name: forget_events
+-- One batch of processed events past retention that no kept run started and no hold keeps.
+WITH doomed AS (
+    SELECT internal_id FROM events AS e
+    WHERE e.received_at < %(before)s AND e.processed = 1
+      AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.event_id = e.internal_id)
+      AND NOT EXISTS (SELECT 1 FROM batch_events AS b WHERE b.event_id = e.internal_id)
+      AND NOT EXISTS (SELECT 1 FROM debounces AS d WHERE d.event_id = e.internal_id)
+    ORDER BY e.received_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), refusals_gone AS (
+    DELETE FROM run_refusals WHERE event_id IN (SELECT internal_id FROM doomed)
+)
+DELETE FROM events WHERE internal_id IN (SELECT internal_id FROM doomed)

@@ -825,3 +825,59 @@ WHERE f.kind IN ('event', 'cancel') AND (f.expires_at IS NULL OR f.expires_at > 
 -- name: migration_8
 -- A run's timers by run (see postgres.sql).
 CREATE INDEX IF NOT EXISTS timers_by_run ON timers (run_id)
+
+-- name: migration_9
+-- Retention (see postgres.sql).
+CREATE INDEX IF NOT EXISTS runs_by_end ON runs (ended_at, run_id)
+WHERE status IN ('Completed', 'Failed', 'Cancelled');
+CREATE INDEX IF NOT EXISTS batch_events_by_event ON batch_events (event_id);
+CREATE INDEX IF NOT EXISTS debounces_by_event ON debounces (event_id)
+
+-- name: forget_runs
+-- One batch of finished runs past retention, and everything keyed by them. Every statement
+-- picks the same runs: the transaction holds the write lock, and the runs go last.
+DELETE FROM steps WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE status IN ('Completed', 'Failed', 'Cancelled') AND ended_at < :before
+    ORDER BY ended_at, run_id LIMIT :limit
+);
+DELETE FROM jobs WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE status IN ('Completed', 'Failed', 'Cancelled') AND ended_at < :before
+    ORDER BY ended_at, run_id LIMIT :limit
+);
+DELETE FROM timers WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE status IN ('Completed', 'Failed', 'Cancelled') AND ended_at < :before
+    ORDER BY ended_at, run_id LIMIT :limit
+);
+DELETE FROM waits WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE status IN ('Completed', 'Failed', 'Cancelled') AND ended_at < :before
+    ORDER BY ended_at, run_id LIMIT :limit
+);
+DELETE FROM runs WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE status IN ('Completed', 'Failed', 'Cancelled') AND ended_at < :before
+    ORDER BY ended_at, run_id LIMIT :limit
+)
+
+-- name: forget_events
+-- One batch of processed events past retention that no kept run started and no hold keeps;
+-- the refusals go first, while the events that pick them are still there.
+DELETE FROM run_refusals WHERE event_id IN (
+    SELECT internal_id FROM events AS e
+    WHERE e.received_at < :before AND e.processed = 1
+      AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.event_id = e.internal_id)
+      AND NOT EXISTS (SELECT 1 FROM batch_events AS b WHERE b.event_id = e.internal_id)
+      AND NOT EXISTS (SELECT 1 FROM debounces AS d WHERE d.event_id = e.internal_id)
+    ORDER BY e.received_at, e.internal_id LIMIT :limit
+);
+DELETE FROM events WHERE internal_id IN (
+    SELECT internal_id FROM events AS e
+    WHERE e.received_at < :before AND e.processed = 1
+      AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.event_id = e.internal_id)
+      AND NOT EXISTS (SELECT 1 FROM batch_events AS b WHERE b.event_id = e.internal_id)
+      AND NOT EXISTS (SELECT 1 FROM debounces AS d WHERE d.event_id = e.internal_id)
+    ORDER BY e.received_at, e.internal_id LIMIT :limit
+)

@@ -7,7 +7,7 @@ import collections
 import pathlib
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -94,11 +94,18 @@ class Cluster:
 
         return {**os.environ, **self.env}
 
-    def _start(self, args: list[str], name: str) -> Process:
+    def _start(
+        self,
+        args: list[str],
+        name: str,
+        *,
+        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Process:
         # Each process serves its Prometheus metrics on a port of its own.
         port = free_port()
-        env = {**self.env, "TIDEFLOW_METRICS_PORT": str(port)}
-        process = Process(args, cwd=self.dir, env=env, name=name)
+        env = {**self.env, "TIDEFLOW_METRICS_PORT": str(port), **(env or {})}
+        process = Process(args, cwd=self.dir, env=env, name=name, prefix=prefix)
         self.metrics_ports[name] = port
         self.processes.append(process)
         return process
@@ -126,9 +133,13 @@ class Cluster:
                 what="schedulers to know the functions",
             )
 
-    def start_worker(self) -> Process:
+    def start_worker(
+        self, *, prefix: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> Process:
+        """A worker; `prefix` wraps its command (e.g. to run it in a network namespace) and
+        `env` adds to or overrides the cluster's settings."""
         command = compose_command("worker", **{"examples.shop:client": "clusterapp:client"})
-        worker = self._start(command, f"worker-{len(self.workers)}")
+        worker = self._start(command, f"worker-{len(self.workers)}", prefix=prefix, env=env)
         self.workers.append(worker)
         return worker
 

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -61,11 +61,12 @@ class Process:
         env: dict[str, str],
         name: str,
         log_dir: pathlib.Path | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.log_path = (log_dir or cwd) / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            [TIDEFLOW, *args],
+            [*prefix, TIDEFLOW, *args],
             cwd=cwd,
             env={**os.environ, **env},
             stdout=self._log,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
 import tideflow
 
 
@@ -37,3 +38,16 @@ def test_new_settings_have_their_documented_defaults() -> None:
         {"TIDEFLOW_STEP_TIMEOUT_S": "2.5", "TIDEFLOW_SHUTDOWN_GRACE_S": "1"}
     )
     assert (tuned.step_timeout_s, tuned.shutdown_grace_s) == (2.5, 1.0)
+
+
+def test_retention_defaults_to_seven_days_and_reads_the_duration_forms() -> None:
+    assert tideflow.Settings.from_env({}).retention_ms == 7 * 86_400_000
+    for text, ms in (("30s", 30_000), ("2h", 7_200_000), ("1d", 86_400_000), ("1w", 604_800_000)):
+        assert tideflow.Settings.from_env({"TIDEFLOW_RETENTION": text}).retention_ms == ms
+
+
+def test_a_retention_that_is_not_a_duration_or_under_a_second_is_refused() -> None:
+    with pytest.raises(tideflow.errors.ConfigError, match="TIDEFLOW_RETENTION: '7 days'"):
+        tideflow.Settings.from_env({"TIDEFLOW_RETENTION": "7 days"})
+    with pytest.raises(tideflow.errors.ConfigError, match="TIDEFLOW_RETENTION: must be at least"):
+        tideflow.Settings.from_env({"TIDEFLOW_RETENTION": "500ms"})

@@ -96,6 +96,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.config.metricsAuth | quote }}
 - name: TIDEFLOW_SESSION_TTL
   value: {{ .Values.config.sessionTtl | quote }}
+- name: TIDEFLOW_RETENTION
+  value: {{ .Values.config.retention | quote }}
 {{- end }}
 
 {{- define "tideflow.podSecurity" -}}
