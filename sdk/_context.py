@@ -202,6 +202,13 @@ class Group:
     async def parallel(
         self, callables: Sequence[Callable[[], Awaitable[Any] | Any]]
     ) -> tuple[Any, ...]:
+        """Runs the step calls that `callables` make at the same time; returns their results in
+        the order given.
+
+        Each callable makes one step call (`lambda: ctx.step.run("a", f)`). Steps not run yet
+        are started together, each memoized and retried on its own; the group returns once
+        every one has a result. A step out of attempts raises its `StepError` here.
+        """
         results: list[Any] = []
         interrupted = False
         for call in callables:
@@ -220,6 +227,8 @@ class SyncGroup:
     """`Group` for plain `def` handlers."""
 
     def parallel(self, callables: Sequence[Callable[[], Any]]) -> tuple[Any, ...]:
+        """`Group.parallel` for plain handlers: runs the step calls together, returns their
+        results in order; a step out of attempts raises its `StepError` here."""
         results: list[Any] = []
         interrupted = False
         for call in callables:

@@ -17,33 +17,69 @@ _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
-    """The `TIDEFLOW_*` settings, read once at an entry point and passed down."""
+    """The `TIDEFLOW_*` settings, read once at an entry point and passed down.
+
+    Each field is read from `TIDEFLOW_<FIELD>` (`session_ttl_s` from `TIDEFLOW_SESSION_TTL`, a
+    duration such as `12h`); the documentation's settings reference lists them all.
+    """
 
     database_url: str = "sqlite:///.tideflow/dev.db"
+    """Where the state lives: `postgresql://user:pass@host:5432/db` for a cluster, or
+    `sqlite:///path` (one process: `tideflow dev`)."""
     broker_url: str = "memory://"
+    """`amqp://user:pass@host:5672/vhost` for a cluster, or `memory://` (inside one process
+    only: `tideflow dev`)."""
     event_key: str | None = None
+    """The key `POST /e/{key}` requires when set (unset: any key, as in dev); the SDK sends it."""
     signing_key: str | None = None
+    """Signs internal traffic and realtime tokens; when set, every `/v1` route and the
+    dashboard require it (`Authorization: Bearer <key>`, or the dashboard's login)."""
     api_url: str = "http://127.0.0.1:8288"
+    """Where `client.send` posts events when the broker is not `amqp://`, and where a worker
+    without an AMQP broker publishes realtime messages."""
     log_level: str = "INFO"
+    """`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."""
     retry_backoff_base_ms: int = 15_000
+    """The first retry's delay; it doubles at each attempt, with ±20% jitter, capped at an
+    hour."""
     lease_s: float = 30.0
+    """A step job's lease: its worker renews it while the step runs; a job whose lease lapses
+    (its worker died) is dispatched again."""
     env: str = "production"
+    """The environment's name, which `Concurrency(scope="env")` limits share."""
     metrics_port: int | None = None
+    """The port a scheduler or worker serves Prometheus metrics on (the API serves them on
+    `/metrics`); unset: none."""
     step_timeout_s: float = 900.0
+    """A step body still running after this long fails with `StepTimeout` and is retried."""
     shutdown_grace_s: float = 25.0
+    """On SIGTERM a worker takes no new job and waits this long for its running steps, then
+    abandons them (their leases lapse and they run elsewhere)."""
     event_keys: tuple[str, ...] = ()
-    """Every accepted event key: `TIDEFLOW_EVENT_KEY`, then `TIDEFLOW_EVENT_KEYS` (rotation)."""
+    """More accepted event keys, comma-separated, to rotate `TIDEFLOW_EVENT_KEY` (the SDK
+    sends the first). As a field: every accepted key, `TIDEFLOW_EVENT_KEY`'s first."""
     auth_proxy_header: str | None = None
     """A header that a trusted proxy in front of the dashboard sets once it has authenticated
-    the user: a request carrying it needs no session."""
+    the user: a request carrying it needs no session (the proxy must strip it from what
+    clients send); needs `TIDEFLOW_SIGNING_KEY`."""
     metrics_auth: bool = False
-    """Whether `/metrics` requires the signing key, like `/v1`."""
+    """Whether `/metrics` requires the signing key, like `/v1` (`true` or `false`); needs
+    `TIDEFLOW_SIGNING_KEY`."""
     session_ttl_s: int = 12 * 3600
-    """How long a dashboard login lasts."""
+    """How long a dashboard login lasts (a duration: `30m`, `12h`, `7d`)."""
     connect_timeout_s: float = 120.0
+    """How long a process keeps trying to reach its database and broker at start, with backoff,
+    before it exits with the masked URL and the last error."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Reads the settings from `environ` (default: `os.environ`); unset ones keep their
+        defaults.
+
+        Raises:
+            ConfigError: a value is not valid (a number that is not one, an unknown log level,
+                an option that needs `TIDEFLOW_SIGNING_KEY` without it), naming the variable.
+        """
         env = os.environ if environ is None else environ
         defaults = cls()
 
@@ -114,6 +150,7 @@ class Settings:
         )
 
     def configure_logging(self) -> None:
+        """Sets up the root logger at `log_level`, as the `tideflow` command does."""
         logging.basicConfig(
             level=self.log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

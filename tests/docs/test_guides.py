@@ -1,0 +1,56 @@
+"""Every fenced Python block of the docs runs, so a renamed parameter breaks the build.
+
+The blocks of a page run in order in one namespace, as in a notebook: a later block may use
+what an earlier one defined, and `await` works at the top level (as in `python -m asyncio`).
+After the last block, every `test_*` function the page defined is called too. A block marked
+`.no-run` is compiled and its imports are executed.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import pathlib
+import types
+from typing import Any
+
+import pytest
+from _collect import DOCS, Block, pages, python_blocks
+
+PAGES = [page for page in pages() if python_blocks(page)]
+
+
+def test_the_guides_have_python_to_run() -> None:
+    ran = {page.relative_to(DOCS).parts[0] for page in PAGES}
+    assert {"guides", "migrating"} <= ran
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(DOCS)))
+async def test_every_python_block_of_the_page_runs(page: pathlib.Path) -> None:
+    namespace: dict[str, Any] = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
+    for block in python_blocks(page):
+        if block.runs:
+            await _run(block, namespace)
+        else:
+            await _run(_imports_of(block), namespace)
+    for name, value in list(namespace.items()):
+        if name.startswith("test_") and isinstance(value, types.FunctionType):
+            outcome = value()
+            if inspect.isawaitable(outcome):
+                await outcome
+
+
+def _imports_of(block: Block) -> Block:
+    tree = ast.parse(block.code, filename=block.where)
+    imports = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    code = "\n".join(ast.unparse(node) for node in imports) + "\n"
+    return Block(block.path, block.line, code, runs=True)
+
+
+async def _run(block: Block, namespace: dict[str, Any]) -> None:
+    # Line numbers of a traceback point into the page.
+    source = "\n" * (block.line - 1) + block.code
+    code = compile(source, str(block.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    outcome = eval(code, namespace)  # the docs' own code, run as a test
+    if inspect.isawaitable(outcome):
+        await outcome
