@@ -23,7 +23,9 @@ MODULES = [
 
 @pytest.fixture(scope="module")
 def package() -> griffe.Module:
-    return griffe.load("tideflow", allow_inspection=False, resolve_aliases=True)
+    package = griffe.load("tideflow", allow_inspection=False, resolve_aliases=True)
+    assert isinstance(package, griffe.Module)
+    return package
 
 
 def _target(obj: griffe.Object | griffe.Alias) -> griffe.Object:
@@ -55,7 +57,7 @@ def _undocumented(package: griffe.Module, module_name: str) -> list[str]:
 def _public_names(module: griffe.Module) -> list[str]:
     # `__all__` when the module has one; else what it defines without a leading underscore.
     if module.exports is not None:
-        return list(module.exports)
+        return [str(name) for name in module.exports]
     return [
         name
         for name, member in module.members.items()

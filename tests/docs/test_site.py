@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import pathlib
@@ -96,7 +97,11 @@ def test_the_generated_references_cover_the_cli_the_settings_and_the_http_api(
 ) -> None:
     from tideflow import Settings, api, cli
 
-    commands = cli.build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    (commands,) = [
+        action.choices
+        for action in cli.build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ]
     html = (site / "reference/cli/index.html").read_text()
     assert [name for name in commands if f"tideflow {name}" not in html] == []
     html = (site / "reference/settings/index.html").read_text()
