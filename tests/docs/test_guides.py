@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import inspect
 import pathlib
+import sys
 import types
 from typing import Any
 
@@ -27,17 +28,20 @@ def test_the_guides_have_python_to_run() -> None:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(DOCS)))
 async def test_every_python_block_of_the_page_runs(page: pathlib.Path) -> None:
-    namespace: dict[str, Any] = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
-    for block in python_blocks(page):
-        if block.runs:
-            await _run(block, namespace)
-        else:
-            await _run(_imports_of(block), namespace)
-    for name, value in list(namespace.items()):
-        if name.startswith("test_") and isinstance(value, types.FunctionType):
-            outcome = value()
-            if inspect.isawaitable(outcome):
-                await outcome
+    # A module of its own, importable by name, as dataclasses and pydantic expect of a class's
+    # module.
+    module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")
+    sys.modules[module.__name__] = module
+    try:
+        for block in python_blocks(page):
+            await _run(block if block.runs else _imports_of(block), vars(module))
+        for name, value in list(vars(module).items()):
+            if name.startswith("test_") and isinstance(value, types.FunctionType):
+                outcome = value()
+                if inspect.isawaitable(outcome):
+                    await outcome
+    finally:
+        del sys.modules[module.__name__]
 
 
 def _imports_of(block: Block) -> Block:
@@ -50,7 +54,10 @@ def _imports_of(block: Block) -> Block:
 async def _run(block: Block, namespace: dict[str, Any]) -> None:
     # Line numbers of a traceback point into the page.
     source = "\n" * (block.line - 1) + block.code
-    code = compile(source, str(block.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    # dont_inherit: the page's code does not get this module's `from __future__` imports.
+    code = compile(
+        source, str(block.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+    )
     outcome = eval(code, namespace)  # the docs' own code, run as a test
     if inspect.isawaitable(outcome):
         await outcome
