@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import json
 import logging
 import time
@@ -21,8 +23,9 @@ from tideflow.broker import Broker, Dispatcher, Seal
 from tideflow.store import Store, heartbeat
 from tideflow.store import models as m
 
+from . import _cancellations, _dashboard, _metrics, _realtime, _rest
 from . import _flow as flow
-from . import _metrics
+from . import _openapi as oa
 from ._auth import Auth
 from ._cancellations import Cancellations
 from ._dashboard import Dashboard
@@ -167,6 +170,9 @@ class Api:
             prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
         )
 
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_spec())
+
     def routes(self) -> list[BaseRoute]:
         return [
             *self.rest.routes(),
@@ -179,8 +185,154 @@ class Api:
             Route("/v1/signals", self.signal, methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
             *realtime_routes(self._broker, self._settings),
         ]
+
+
+_BAD = oa.problem("Not valid; `error` says what is wrong.")
+_RUN_ID = oa.path_param("run_id", "A run's id.")
+_EVENTS = {
+    "anyOf": [
+        {"$ref": oa.REF.format(model="EventIn")},
+        {"type": "array", "items": {"$ref": oa.REF.format(model="EventIn")}},
+    ]
+}
+
+OPERATIONS = (
+    oa.Operation(
+        "POST",
+        "/e/{event_key}",
+        "Sends one event or a JSON array of events",
+        "events",
+        {
+            200: oa.json_answer("One id per event, in order (the engine's own ids).", oa.Ids),
+            400: _BAD,
+            401: oa.problem("The event key is not one of `TIDEFLOW_EVENT_KEY(S)`."),
+            429: oa.Answer(
+                "This event key sent more than `TIDEFLOW_EVENT_KEY_RATE` allows.",
+                oa.Problem,
+                headers={"retry-after": "Seconds to wait before sending again."},
+            ),
+        },
+        params=(oa.path_param("event_key", "An event key (any key when none is set)."),),
+        body=_EVENTS,
+        auth="event_key",
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/events",
+        "Events, newest first",
+        "events",
+        {200: oa.json_answer("The events.", oa.EventList), 400: _BAD},
+        params=(
+            oa.Param("name", "query", "Only events of this name."),
+            oa.Param(
+                "limit", "query", f"At most this many (up to {MAX_LIST}).", {"type": "integer"}
+            ),
+        ),
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/events/{event_id}/runs",
+        "The runs an event started",
+        "events",
+        {200: oa.json_answer("The runs.", oa.RunList)},
+        params=(oa.path_param("event_id", "The engine's id of the event."),),
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/runs/{run_id}",
+        "A run",
+        "runs",
+        {
+            200: oa.json_answer("The run, with why it is held now, if it is.", oa.HeldRunAnswer),
+            404: oa.problem("No such run."),
+        },
+        params=(_RUN_ID,),
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/runs/{run_id}/steps",
+        "A run's steps",
+        "runs",
+        {200: oa.json_answer("The steps.", oa.StepList), 404: oa.problem("No such run.")},
+        params=(_RUN_ID,),
+    ),
+    oa.Operation(
+        "POST",
+        "/v1/signals",
+        "Resumes the run waiting on a signal",
+        "runs",
+        {
+            200: oa.json_answer("The resumed run.", oa.RunId),
+            400: _BAD,
+            404: oa.problem("No run waits on that signal."),
+        },
+        body=oa.Signal,
+    ),
+    oa.Operation(
+        "GET",
+        "/health",
+        "Whether this process reaches its database and broker",
+        "health",
+        {
+            200: oa.json_answer("Both are reachable.", oa.Health),
+            503: oa.json_answer("One is not.", oa.Health),
+        },
+        auth="none",
+    ),
+    oa.Operation(
+        "GET",
+        "/metrics",
+        "Prometheus metrics (closed like `/v1` when `TIDEFLOW_METRICS_AUTH` is set)",
+        "health",
+        {
+            200: oa.Answer(
+                "Prometheus text format.",
+                {"type": "string"},
+                media_type=prometheus_client.CONTENT_TYPE_LATEST.split(";")[0],
+            )
+        },
+    ),
+    oa.Operation(
+        "GET",
+        "/openapi.json",
+        "This document",
+        "health",
+        {200: oa.json_answer("The OpenAPI 3.1 description of every route.", {"type": "object"})},
+        auth="none",
+    ),
+)
+
+
+def operations() -> tuple[oa.Operation, ...]:
+    """Every route's declaration, in the order the routes are served."""
+    return (
+        *OPERATIONS,
+        *_rest.OPERATIONS,
+        *_cancellations.OPERATIONS,
+        *_realtime.OPERATIONS,
+        *_dashboard.OPERATIONS,
+    )
+
+
+@functools.cache
+def _spec() -> dict[str, Any]:
+    try:
+        version = importlib.metadata.version("tideflow")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    return oa.build_document(
+        operations(), version=version, bodies=[oa.EventIn], answers=[oa.RealtimeMessage]
+    )
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the HTTP API, as `GET /openapi.json` serves it; no
+    server needed."""
+    spec: dict[str, Any] = json.loads(json.dumps(_spec()))
+    return spec
 
 
 class _Gate:

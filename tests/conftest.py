@@ -22,6 +22,23 @@ POSTGRES_ADMIN_URL = os.environ.get(
 RABBITMQ_HOST = os.environ.get("TIDEFLOW_TEST_RABBITMQ_HOST", "127.0.0.1")
 
 
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figures() -> list[str]:
+    """Lines a test appends to have them printed in the run's summary (its measured figures:
+    cases tried, runs lost, duplicates), whether or not output is captured."""
+    return _FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
+
 def _reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):
