@@ -2,8 +2,10 @@
 
 A block opened with ```` ```python ```` (or ```` ```py ````) is run; one opened with
 ```` ```{ .python .no-run } ```` is shown but not run (it needs a real cluster or a secret), and
-is compiled with its imports executed instead. Any other spelling of a Python fence fails the
-collection, so a block cannot drop out of the tests by a typo.
+is compiled with its imports executed instead; one opened with ```` ```{ .python .compile-only } ````
+is another library's code shown for comparison (Celery's, in the migration guide), which is only
+compiled. Any other spelling of a Python fence fails the collection, so a block cannot drop out
+of the tests by a typo.
 """
 
 from __future__ import annotations
@@ -12,21 +14,23 @@ import dataclasses
 import pathlib
 import re
 import textwrap
+from typing import Literal
 
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _RUN = {"python", "py"}
 _NO_RUN = re.compile(r"^\{\s*\.(python|py)\s+\.no-run\s*\}$")
+_COMPILE_ONLY = re.compile(r"^\{\s*\.(python|py)\s+\.compile-only\s*\}$")
 
 
 @dataclasses.dataclass(frozen=True)
 class Block:
-    """One fenced block: where it is, its code, and whether it runs."""
+    """One fenced block: where it is, its code, and how it is tested."""
 
     path: pathlib.Path
     line: int
     code: str
-    runs: bool
+    mode: Literal["run", "imports", "compile"]
 
     @property
     def where(self) -> str:
@@ -54,9 +58,11 @@ def python_blocks(path: pathlib.Path) -> list[Block]:
         language = info.split()[0] if info else ""
         code = textwrap.dedent("\n".join(line.removeprefix(indent) for line in body)) + "\n"
         if language in _RUN and language == info:
-            blocks.append(Block(path, start, code, runs=True))
+            blocks.append(Block(path, start, code, "run"))
         elif _NO_RUN.match(info):
-            blocks.append(Block(path, start, code, runs=False))
+            blocks.append(Block(path, start, code, "imports"))
+        elif _COMPILE_ONLY.match(info):
+            blocks.append(Block(path, start, code, "compile"))
         elif "python" in info or language == "py" or ".py " in info:
             raise ValueError(f"{path}:{start}: unknown Python fence {info!r}")
     return blocks

@@ -34,7 +34,12 @@ async def test_every_python_block_of_the_page_runs(page: pathlib.Path) -> None:
     sys.modules[module.__name__] = module
     try:
         for block in python_blocks(page):
-            await _run(block if block.runs else _imports_of(block), vars(module))
+            if block.mode == "run":
+                await _run(block, vars(module))
+            elif block.mode == "imports":
+                await _run(_imports_of(block), vars(module))
+            else:
+                _compile(block)
         for name, value in list(vars(module).items()):
             if name.startswith("test_") and isinstance(value, types.FunctionType):
                 outcome = value()
@@ -48,16 +53,20 @@ def _imports_of(block: Block) -> Block:
     tree = ast.parse(block.code, filename=block.where)
     imports = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
     code = "\n".join(ast.unparse(node) for node in imports) + "\n"
-    return Block(block.path, block.line, code, runs=True)
+    return Block(block.path, block.line, code, "run")
 
 
-async def _run(block: Block, namespace: dict[str, Any]) -> None:
+def _compile(block: Block) -> types.CodeType:
     # Line numbers of a traceback point into the page.
     source = "\n" * (block.line - 1) + block.code
     # dont_inherit: the page's code does not get this module's `from __future__` imports.
-    code = compile(
+    return compile(
         source, str(block.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
     )
+
+
+async def _run(block: Block, namespace: dict[str, Any]) -> None:
+    code = _compile(block)
     outcome = eval(code, namespace)  # the docs' own code, run as a test
     if inspect.isawaitable(outcome):
         await outcome
