@@ -4,7 +4,8 @@
 - `reference/cli.md` from the `tideflow` command's argument parser,
 - `reference/settings.md` from the `Settings` class (field docstrings read by griffe).
 
-Generated, never committed, so none of them can drift from the code.
+Each replaces a committed placeholder of the same name (which says where the content comes
+from), so none of them can drift from the code.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         "reference/settings.md": settings_page(),
     }
     for uri, content in pages.items():
+        # The committed page is a placeholder (so links from the README work in a clone).
+        placeholder = files.get_file_from_path(uri)
+        if placeholder is not None:
+            files.remove(placeholder)
         files.append(File.generated(config, uri, content=content))
     return files
 

@@ -60,9 +60,10 @@ def _compile(block: Block) -> types.CodeType:
     # Line numbers of a traceback point into the page.
     source = "\n" * (block.line - 1) + block.code
     # dont_inherit: the page's code does not get this module's `from __future__` imports.
-    return compile(
+    code: types.CodeType = compile(
         source, str(block.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
     )
+    return code
 
 
 async def _run(block: Block, namespace: dict[str, Any]) -> None:
@@ -70,3 +71,24 @@ async def _run(block: Block, namespace: dict[str, Any]) -> None:
     outcome = eval(code, namespace)  # the docs' own code, run as a test
     if inspect.isawaitable(outcome):
         await outcome
+
+
+def test_a_misspelt_python_fence_fails_the_collection(tmp_path: pathlib.Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```python title='x.py'\nx = 1\n```\n")
+    with pytest.raises(ValueError, match="unknown Python fence"):
+        python_blocks(page)
+
+
+def test_blocks_are_found_inside_tabs_with_their_mode(tmp_path: pathlib.Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        '=== "a"\n\n    ```python\n    x = 1\n    ```\n\n'
+        "```{ .python .no-run }\nimport os\n```\n\n```{ .python .compile-only }\ny = 2\n```\n"
+        "```sh\nls\n```\n"
+    )
+    assert [(block.code, block.mode) for block in python_blocks(page)] == [
+        ("x = 1\n", "run"),
+        ("import os\n", "imports"),
+        ("y = 2\n", "compile"),
+    ]
