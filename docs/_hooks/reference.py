@@ -216,7 +216,7 @@ def cli_page() -> str:
         "",
     ]
     for name, subparser, help_text in _subcommands(parser):
-        lines += [f"## tideflow {name}", "", f"{help_text}.", ""]
+        lines += [f"## tideflow {name}", "", f"{help_text[:1].upper()}{help_text[1:]}.", ""]
         if subparser.description and subparser.description != help_text:
             lines += [subparser.description, ""]
         lines += ["```text", subparser.format_usage().strip(), "```", ""]
