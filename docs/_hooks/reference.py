@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -22,6 +23,32 @@ from mkdocs.structure.files import File, Files
 GENERATED = ("reference/http.md", "reference/cli.md", "reference/settings.md")
 
 
+# Public modules whose reference page appears once the module exists (a branch adds it).
+OPTIONAL_MODULES = {"tideflow.ai": "Model provider adapters for `ctx.step.ai.infer`."}
+
+
+def optional_modules() -> dict[str, str]:
+    """The optional modules present in this version: module name -> introduction."""
+    return {
+        name: intro
+        for name, intro in OPTIONAL_MODULES.items()
+        if importlib.util.find_spec(name) is not None
+    }
+
+
+def on_config(config: MkDocsConfig) -> MkDocsConfig:
+    """Lists each optional module present in the Reference section of the navigation."""
+    for section in config.nav or []:
+        if isinstance(section, dict) and "Reference" in section:
+            for name in optional_modules():
+                section["Reference"].append({name: _module_page(name)})
+    return config
+
+
+def _module_page(name: str) -> str:
+    return f"reference/{name.removeprefix('tideflow.')}.md"
+
+
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     """Adds the generated pages to the site."""
     pages = {
@@ -29,6 +56,8 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         "reference/cli.md": cli_page(),
         "reference/settings.md": settings_page(),
     }
+    for name, intro in optional_modules().items():
+        pages[_module_page(name)] = f"# `{name}`\n\n{intro}\n\n::: {name}\n"
     for uri, content in pages.items():
         # The committed page is a placeholder (so links from the README work in a clone).
         placeholder = files.get_file_from_path(uri)

@@ -17,6 +17,8 @@ import textwrap
 from typing import Literal
 
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
+OPTIONAL_MODULES = ["tideflow.ai"]
+"""Public modules another branch adds: documented and checked once they exist."""
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _RUN = {"python", "py"}
 _NO_RUN = re.compile(r"^\{\s*\.(python|py)\s+\.no-run\s*\}$")

@@ -7,11 +7,14 @@ alias or a constant documented by the string under it counts.
 
 from __future__ import annotations
 
+import importlib.util
+
 import griffe
 import pytest
+from _collect import OPTIONAL_MODULES
 from tideflow import Settings
 
-# Extend this list when a public module is added (e.g. `tideflow.ai`).
+# The documented modules; one of OPTIONAL_MODULES (added by another branch) once it exists.
 MODULES = [
     "tideflow",
     "tideflow.testing",
@@ -19,6 +22,7 @@ MODULES = [
     "tideflow.realtime",
     "tideflow.errors",
 ]
+MODULES += [name for name in OPTIONAL_MODULES if importlib.util.find_spec(name) is not None]
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import pathlib
 import re
@@ -12,7 +13,7 @@ import sys
 import types
 
 import pytest
-from _collect import DOCS
+from _collect import DOCS, OPTIONAL_MODULES
 
 
 def public_names(module_name: str) -> list[str]:
@@ -82,6 +83,11 @@ def test_the_site_fetches_nothing_from_the_internet(site: pathlib.Path) -> None:
         ("reference/encryption", "tideflow.encryption"),
         ("reference/realtime", "tideflow.realtime"),
         ("reference/errors", "tideflow.errors"),
+        *(
+            (f"reference/{name.removeprefix('tideflow.')}", name)
+            for name in OPTIONAL_MODULES
+            if importlib.util.find_spec(name) is not None
+        ),
     ],
 )
 def test_every_public_name_has_its_entry_in_the_reference(
