@@ -100,7 +100,8 @@ class EventKeyLimiter:
         """None when `events` may pass now (and takes them), else the seconds to wait."""
         now = self._clock()
         available = self._available(key, now)
-        if available >= min(events, self._capacity):
+        # The tolerance absorbs float error in refills that land exactly on the need.
+        if available + 1e-9 >= min(events, self._capacity):
             self._remember(key, available - events, now)
             return None
         return (min(events, self._capacity) - available) / self._per_s
