@@ -68,6 +68,9 @@ class Settings:
     connect_timeout_s: float = 120.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """The largest request body the API reads, on every route; larger ones get 413."""
+    max_run_state_bytes: int = 4 * 1024 * 1024
+    """The most a run's step outputs may hold in all; the step that would go over fails the
+    run."""
     event_key_rate: Rate | None = None
     """Events per period accepted on `/e/{key}` for each event key, per API process (unset: no
     limit); more get 429 with `Retry-After`."""
@@ -115,6 +118,9 @@ class Settings:
         raw_rate = optional("EVENT_KEY_RATE")
         return cls(
             max_body_bytes=_number(env, "MAX_BODY_BYTES", defaults.max_body_bytes, int),
+            max_run_state_bytes=_number(
+                env, "MAX_RUN_STATE_BYTES", defaults.max_run_state_bytes, int
+            ),
             event_key_rate=(
                 None if raw_rate is None else Rate.parse(raw_rate, field="TIDEFLOW_EVENT_KEY_RATE")
             ),
