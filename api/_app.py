@@ -29,8 +29,9 @@ from . import _openapi as oa
 from ._auth import Auth
 from ._cancellations import Cancellations
 from ._dashboard import Dashboard
+from ._limits import EventKeyLimiter, RequestLimits, retry_after
 from ._realtime import realtime_routes
-from ._rest import Rest
+from ._rest import Rest, is_count
 from ._time import iso
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,14 @@ class Api:
     def __init__(self, *, store: Store, broker: Broker, settings: Settings) -> None:
         self._store = store
         self._broker = broker
-        self._settings = settings
+        self.settings = settings
         self._dispatcher = Dispatcher(broker, Seal(settings.signing_key))
         self.auth = Auth(settings)
         self.rest = Rest(store=store, broker=broker)
         self.cancellations = Cancellations(store=store)
         self.process_id = f"api-{new_id()}"
+        rate = settings.event_key_rate
+        self._limiter = None if rate is None else EventKeyLimiter(rate)
         self._last_beat_s = 0.0
 
     async def beat(self) -> None:
@@ -86,7 +89,14 @@ class Api:
             _metrics.EVENTS_RECEIVED.inc()
             _metrics.EVENTS_REJECTED.labels("invalid_json").inc()
             return _error(400, f"body is not valid JSON: {exc}")
-        _metrics.EVENTS_RECEIVED.inc(len(payload) if isinstance(payload, list) else 1)
+        count = len(payload) if isinstance(payload, list) else 1
+        _metrics.EVENTS_RECEIVED.inc(count)
+        wait_s = None if self._limiter is None else self._limiter.admit(key, count)
+        if wait_s is not None:
+            _metrics.EVENTS_REJECTED.labels("rate_limited").inc(count)
+            response = _error(429, "this event key is over TIDEFLOW_EVENT_KEY_RATE; retry later")
+            response.headers["Retry-After"] = retry_after(wait_s)
+            return response
         try:
             events = ev.parse_events(payload)
         except errors.EventError as exc:
@@ -142,6 +152,7 @@ class Api:
             not isinstance(body, dict)
             or not isinstance(body.get("signal"), str)
             or not body["signal"]
+            or "\x00" in body["signal"]
         ):
             return _error(400, 'expected {"signal": "<name>", "data": ...}')
         run_id, applied = await self._store.resolve_signal(
@@ -153,10 +164,10 @@ class Api:
         return JSONResponse({"run_id": run_id})
 
     async def list_events(self, request: Request) -> Response:
-        try:
-            limit = min(int(request.query_params.get("limit", "100")), MAX_LIST)
-        except ValueError:
-            return _error(400, "limit must be an integer")
+        raw = request.query_params.get("limit", "100")
+        if not is_count(raw) or int(raw) < 1:
+            return _error(400, f"limit: expected a count from 1 (at most {MAX_LIST} are given)")
+        limit = min(int(raw), MAX_LIST)
         events = await self._store.list_events(request.query_params.get("name"), limit)
         return JSONResponse({"data": await self.rest.summaries(events)})
 
@@ -186,7 +197,7 @@ class Api:
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
-            *realtime_routes(self._broker, self._settings),
+            *realtime_routes(self._broker, self.settings),
         ]
 
 
@@ -228,7 +239,10 @@ OPERATIONS = (
         params=(
             oa.Param("name", "query", "Only events of this name."),
             oa.Param(
-                "limit", "query", f"At most this many (up to {MAX_LIST}).", {"type": "integer"}
+                "limit",
+                "query",
+                f"At most this many (1..., {MAX_LIST} at most are given).",
+                {"type": "integer", "minimum": 1},
             ),
         ),
     ),
@@ -368,7 +382,11 @@ def create_app(api: Api) -> Starlette:
     app = Starlette(
         routes=[*api.routes(), *dashboard.routes()],
         exception_handlers={errors.StoreError: store_down},
-        middleware=[Middleware(_metrics.RequestMetrics), Middleware(_Gate, api=api)],
+        middleware=[
+            Middleware(_metrics.RequestMetrics),
+            Middleware(RequestLimits, max_body_bytes=api.settings.max_body_bytes),
+            Middleware(_Gate, api=api),
+        ],
     )
     dashboard.bind(app)
     return app

@@ -82,6 +82,12 @@ def _timeline(run: dict[str, Any], steps: list[dict[str, Any]]) -> list[dict[str
     return rows
 
 
+def _quoted(ident: str) -> str:
+    """An id as one path segment of an API call: whatever the browser sent, control
+    characters and slashes included."""
+    return urllib.parse.quote(ident, safe="")
+
+
 def _safe_next(target: str | None) -> str:
     # Only a path on this site: never an absolute or scheme-relative URL.
     if not target or not target.startswith("/") or target.startswith("//"):
@@ -154,9 +160,9 @@ class Dashboard:
         query = request.query_params
         search = query.get("q", "").strip()
         if search:
-            if (await self._get(f"/v1/runs/{search}")).status_code == 200:
+            if (await self._get(f"/v1/runs/{_quoted(search)}")).status_code == 200:
                 return RedirectResponse(f"/runs/{urllib.parse.quote(search)}", status_code=303)
-            if (await self._get(f"/v1/events/{search}")).status_code == 200:
+            if (await self._get(f"/v1/events/{_quoted(search)}")).status_code == 200:
                 return RedirectResponse(f"/events/{urllib.parse.quote(search)}", status_code=303)
         filters = {
             "function_id": query.get("function_id", ""),
@@ -191,7 +197,7 @@ class Dashboard:
         if (refused := self._login_needed(request)) is not None:
             return refused
         run_id = request.path_params["run_id"]
-        answer = await self._get(f"/v1/runs/{run_id}")
+        answer = await self._get(f"/v1/runs/{_quoted(run_id)}")
         if answer.status_code == 404:
             return self._render(
                 request,
@@ -202,8 +208,8 @@ class Dashboard:
                 stream=f"/v1/stream?run_id={urllib.parse.quote(run_id)}",
             )
         run = answer.json()["data"]
-        steps = await self._data(f"/v1/runs/{run_id}/steps")
-        event = await self._get(f"/v1/events/{run['event_id']}")
+        steps = await self._data(f"/v1/runs/{_quoted(run_id)}/steps")
+        event = await self._get(f"/v1/events/{_quoted(run['event_id'])}")
         return self._render(
             request,
             "run.html",
@@ -235,12 +241,12 @@ class Dashboard:
         if (refused := self._login_needed(request)) is not None:
             return refused
         event_id = request.path_params["event_id"]
-        answer = await self._get(f"/v1/events/{event_id}")
+        answer = await self._get(f"/v1/events/{_quoted(event_id)}")
         if answer.status_code == 404:
             return self._render(
                 request, "missing.html", status=404, what="event", ident=event_id, stream=None
             )
-        runs = await self._data(f"/v1/events/{event_id}/runs")
+        runs = await self._data(f"/v1/events/{_quoted(event_id)}/runs")
         return self._render(
             request,
             "event.html",

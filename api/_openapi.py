@@ -11,6 +11,7 @@ what they produce conforms.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -101,7 +102,7 @@ class EventIn(pydantic.BaseModel):
     name: str = pydantic.Field(min_length=1)
     data: dict[str, Any] = pydantic.Field(default_factory=dict)
     id: str | None = None
-    ts: int | None = None
+    ts: int | None = pydantic.Field(None, ge=0, le=ev.MAX_TS)
     user: Any = None
     v: str | None = None
 
@@ -201,8 +202,8 @@ class Invoke(pydantic.BaseModel):
 
 class CancellationRequest(pydantic.BaseModel):
     function_id: str = pydantic.Field(min_length=1)
-    started_after: str = pydantic.Field(description="RFC 3339 time with its offset")
-    started_before: str = pydantic.Field(description="RFC 3339 time with its offset")
+    started_after: datetime.datetime = pydantic.Field(description="RFC 3339, with its offset")
+    started_before: datetime.datetime = pydantic.Field(description="RFC 3339, with its offset")
     if_exp: str | None = pydantic.Field(None, description="A CEL expression over `event`.")
 
 
@@ -303,7 +304,8 @@ class Operation:
 
 
 def path_param(name: str, description: str) -> Param:
-    return Param(name, "path", description, required=True)
+    # One path segment: a slash, even escaped, would reach another route.
+    return Param(name, "path", description, {"type": "string", "pattern": "^[^/]+$"}, True)
 
 
 def json_answer(description: str, schema: Schema) -> Answer:
@@ -325,6 +327,7 @@ def redirect(description: str) -> Answer:
 # Every route may answer these: the body limit is checked before routing, and the store's
 # outage is answered by the application's exception handler.
 _COMMON: dict[int, Answer] = {
+    400: problem("A URL with a NUL character (no id or name holds one)."),
     413: problem("The request body is larger than `TIDEFLOW_MAX_BODY_BYTES`."),
     503: problem("The database is unavailable."),
 }
@@ -377,17 +380,27 @@ def _answer(answer: Answer) -> dict[str, Any]:
     return out
 
 
-def _operation(op: Operation) -> dict[str, Any]:
+def _responses(op: Operation) -> dict[str, Any]:
     answers = dict(op.answers)
     if op.auth == "signing_key":
         answers.setdefault(401, _UNAUTHORIZED)
+    responses = {status: _answer(answer) for status, answer in answers.items()}
     for status, answer in _COMMON.items():
-        answers.setdefault(status, answer)
+        if status not in responses:
+            responses[status] = _answer(answer)
+        elif "content" in responses[status]:
+            # The operation's own answer with this status may be another kind (a page).
+            for media_type, body in _answer(answer)["content"].items():
+                responses[status]["content"].setdefault(media_type, body)
+    return {str(status): responses[status] for status in sorted(responses)}
+
+
+def _operation(op: Operation) -> dict[str, Any]:
     out: dict[str, Any] = {
         "summary": op.summary,
         "operationId": _operation_id(op),
         "tags": [op.tag],
-        "responses": {str(status): _answer(answers[status]) for status in sorted(answers)},
+        "responses": _responses(op),
         "security": _SECURITY[op.auth],
         **op.extensions,
     }

@@ -50,9 +50,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def is_count(raw: str) -> bool:
+    """ASCII digits only: `str.isdigit` also takes digits `int` cannot read ("²")."""
+    return raw.isascii() and raw.isdigit()
+
+
 def parse_time(raw: str, field: str) -> int:
     """Milliseconds since the epoch, from an RFC 3339 time with its offset, or from ms."""
-    if raw.isdigit():
+    if is_count(raw):
         return int(raw)
     try:
         moment = datetime.datetime.fromisoformat(raw)
@@ -69,7 +74,7 @@ def encode_cursor(run: m.RunRecord) -> str:
 
 def decode_cursor(raw: str) -> views.RunPage:
     at, _, run_id = raw.partition("-")
-    if not at.isdigit() or not run_id:
+    if not is_count(at) or not run_id:
         raise BadRequestError(f"cursor: {raw!r} is not a cursor this API gave")
     return views.RunPage(int(at), run_id)
 
@@ -285,7 +290,7 @@ class Rest:
         with `run_id`, else the newest runs). `limit=N` ends the stream after N messages."""
         run_id = request.query_params.get("run_id") or None
         raw_limit = request.query_params.get("limit", "0")
-        if not raw_limit.isdigit():
+        if not is_count(raw_limit):
             raise BadRequestError(f"limit: expected a count, got {raw_limit!r}")
         limit = int(raw_limit)
         return StreamingResponse(
@@ -353,7 +358,7 @@ def _page_key(page: views.RunPage) -> tuple[int, str]:
 def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not is_count(raw) or not 1 <= int(raw) <= MAX_PAGE:
         raise BadRequestError(f"limit: expected 1..{MAX_PAGE}, got {raw!r}")
     return int(raw)
 

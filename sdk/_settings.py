@@ -15,6 +15,31 @@ _VARIABLE_OF_FIELD = {"session_ttl_s": "SESSION_TTL"}
 _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+"""Room for a send of 5,000 events of 2 KiB each, or of twenty events at the 512 KiB limit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """`limit` per `period_ms`, e.g. `TIDEFLOW_EVENT_KEY_RATE=1000/s`."""
+
+    limit: int
+    period_ms: int
+
+    @classmethod
+    def parse(cls, raw: str, *, field: str) -> Rate:
+        count, slash, per = raw.partition("/")
+        if not slash or not count.strip().isdigit() or int(count) < 1:
+            raise errors.ConfigError(
+                f"{field}: {raw!r} is not a rate (use e.g. '1000/s', '50/10s')"
+            )
+        per = per.strip()
+        period_ms = to_ms(f"1{per}" if per in ("s", "m", "h", "d") else per, field=field)
+        if period_ms < 1:
+            raise errors.ConfigError(f"{field}: the period of {raw!r} must be at least 1ms")
+        return cls(int(count), period_ms)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     """The `TIDEFLOW_*` settings, read once at an entry point and passed down.
@@ -70,6 +95,14 @@ class Settings:
     connect_timeout_s: float = 120.0
     """How long a process keeps trying to reach its database and broker at start, with backoff,
     before it exits with the masked URL and the last error."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """The largest request body the API reads, on every route; larger ones get 413."""
+    max_run_state_bytes: int = 4 * 1024 * 1024
+    """The most a run's step outputs may hold in all; the step that would go over fails the
+    run."""
+    event_key_rate: Rate | None = None
+    """Events per period accepted on `/e/{key}` for each event key, per API process (unset: no
+    limit); more get 429 with `Retry-After`. A rate: `1000/s`, `50/10s`, `3000/m`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,7 +151,15 @@ class Settings:
         session_ttl_ms = to_ms(text("SESSION_TTL", "12h"), field="TIDEFLOW_SESSION_TTL")
         if session_ttl_ms < 1000:
             raise errors.ConfigError("TIDEFLOW_SESSION_TTL: must be at least 1s")
+        raw_rate = optional("EVENT_KEY_RATE")
         return cls(
+            max_body_bytes=_number(env, "MAX_BODY_BYTES", defaults.max_body_bytes, int),
+            max_run_state_bytes=_number(
+                env, "MAX_RUN_STATE_BYTES", defaults.max_run_state_bytes, int
+            ),
+            event_key_rate=(
+                None if raw_rate is None else Rate.parse(raw_rate, field="TIDEFLOW_EVENT_KEY_RATE")
+            ),
             database_url=text("DATABASE_URL", defaults.database_url),
             broker_url=text("BROKER_URL", defaults.broker_url),
             # The key the SDK sends: the first accepted one.

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
 import tideflow
+from tideflow._settings import Rate
 
 
 class _Recording(dict[str, str]):
@@ -37,3 +39,17 @@ def test_new_settings_have_their_documented_defaults() -> None:
         {"TIDEFLOW_STEP_TIMEOUT_S": "2.5", "TIDEFLOW_SHUTDOWN_GRACE_S": "1"}
     )
     assert (tuned.step_timeout_s, tuned.shutdown_grace_s) == (2.5, 1.0)
+
+
+def test_limits_settings_read_rates_and_refuse_what_is_not_one() -> None:
+    settings = tideflow.Settings.from_env(
+        {"TIDEFLOW_EVENT_KEY_RATE": "1000/s", "TIDEFLOW_MAX_BODY_BYTES": "1024"}
+    )
+    assert settings.event_key_rate == Rate(1000, 1000)
+    assert settings.max_body_bytes == 1024
+    assert tideflow.Settings.from_env({}).event_key_rate is None
+    assert tideflow.Settings.from_env({}).max_body_bytes == 10 * 1024 * 1024
+    assert Rate.parse("50/10s", field="f") == Rate(50, 10_000)
+    for bad in ("1000", "x/s", "0/s", "5/", "5/fortnight"):
+        with pytest.raises(tideflow.errors.ConfigError, match="TIDEFLOW_EVENT_KEY_RATE"):
+            tideflow.Settings.from_env({"TIDEFLOW_EVENT_KEY_RATE": bad})

@@ -96,6 +96,12 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.config.metricsAuth | quote }}
 - name: TIDEFLOW_SESSION_TTL
   value: {{ .Values.config.sessionTtl | quote }}
+- name: TIDEFLOW_MAX_BODY_BYTES
+  value: {{ .Values.config.maxBodyBytes | int | quote }}
+- name: TIDEFLOW_MAX_RUN_STATE_BYTES
+  value: {{ .Values.config.maxRunStateBytes | int | quote }}
+- name: TIDEFLOW_EVENT_KEY_RATE
+  value: {{ .Values.config.eventKeyRate | quote }}
 {{- end }}
 
 {{- define "tideflow.podSecurity" -}}
