@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._app import Api, create_app
+from ._app import Api, create_app, openapi_spec
 from ._realtime import Realtime
 
-__all__ = ["Api", "Realtime", "create_app"]
+__all__ = ["Api", "Realtime", "create_app", "openapi_spec"]

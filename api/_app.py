@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import json
 import logging
 import time
@@ -21,13 +23,15 @@ from tideflow.broker import Broker, Dispatcher, Seal
 from tideflow.store import Store, heartbeat
 from tideflow.store import models as m
 
+from . import _cancellations, _dashboard, _metrics, _realtime, _rest
 from . import _flow as flow
-from . import _metrics
+from . import _openapi as oa
 from ._auth import Auth
 from ._cancellations import Cancellations
 from ._dashboard import Dashboard
+from ._limits import EventKeyLimiter, RequestLimits, retry_after
 from ._realtime import realtime_routes
-from ._rest import Rest
+from ._rest import Rest, is_count
 from ._time import iso
 
 logger = logging.getLogger(__name__)
@@ -48,12 +52,14 @@ class Api:
     def __init__(self, *, store: Store, broker: Broker, settings: Settings) -> None:
         self._store = store
         self._broker = broker
-        self._settings = settings
+        self.settings = settings
         self._dispatcher = Dispatcher(broker, Seal(settings.signing_key))
         self.auth = Auth(settings)
         self.rest = Rest(store=store, broker=broker)
         self.cancellations = Cancellations(store=store)
         self.process_id = f"api-{new_id()}"
+        rate = settings.event_key_rate
+        self._limiter = None if rate is None else EventKeyLimiter(rate)
         self._last_beat_s = 0.0
 
     async def beat(self) -> None:
@@ -83,7 +89,14 @@ class Api:
             _metrics.EVENTS_RECEIVED.inc()
             _metrics.EVENTS_REJECTED.labels("invalid_json").inc()
             return _error(400, f"body is not valid JSON: {exc}")
-        _metrics.EVENTS_RECEIVED.inc(len(payload) if isinstance(payload, list) else 1)
+        count = len(payload) if isinstance(payload, list) else 1
+        _metrics.EVENTS_RECEIVED.inc(count)
+        wait_s = None if self._limiter is None else self._limiter.admit(key, count)
+        if wait_s is not None:
+            _metrics.EVENTS_REJECTED.labels("rate_limited").inc(count)
+            response = _error(429, "this event key is over TIDEFLOW_EVENT_KEY_RATE; retry later")
+            response.headers["Retry-After"] = retry_after(wait_s)
+            return response
         try:
             events = ev.parse_events(payload)
         except errors.EventError as exc:
@@ -139,6 +152,7 @@ class Api:
             not isinstance(body, dict)
             or not isinstance(body.get("signal"), str)
             or not body["signal"]
+            or "\x00" in body["signal"]
         ):
             return _error(400, 'expected {"signal": "<name>", "data": ...}')
         run_id, applied = await self._store.resolve_signal(
@@ -150,10 +164,10 @@ class Api:
         return JSONResponse({"run_id": run_id})
 
     async def list_events(self, request: Request) -> Response:
-        try:
-            limit = min(int(request.query_params.get("limit", "100")), MAX_LIST)
-        except ValueError:
-            return _error(400, "limit must be an integer")
+        raw = request.query_params.get("limit", "100")
+        if not is_count(raw) or int(raw) < 1:
+            return _error(400, f"limit: expected a count from 1 (at most {MAX_LIST} are given)")
+        limit = min(int(raw), MAX_LIST)
         events = await self._store.list_events(request.query_params.get("name"), limit)
         return JSONResponse({"data": await self.rest.summaries(events)})
 
@@ -167,6 +181,9 @@ class Api:
             prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
         )
 
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_spec())
+
     def routes(self) -> list[BaseRoute]:
         return [
             *self.rest.routes(),
@@ -179,8 +196,157 @@ class Api:
             Route("/v1/signals", self.signal, methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
-            *realtime_routes(self._broker, self._settings),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            *realtime_routes(self._broker, self.settings),
         ]
+
+
+_BAD = oa.problem("Not valid; `error` says what is wrong.")
+_RUN_ID = oa.path_param("run_id", "A run's id.")
+_EVENTS = {
+    "anyOf": [
+        {"$ref": oa.REF.format(model="EventIn")},
+        {"type": "array", "items": {"$ref": oa.REF.format(model="EventIn")}},
+    ]
+}
+
+OPERATIONS = (
+    oa.Operation(
+        "POST",
+        "/e/{event_key}",
+        "Sends one event or a JSON array of events",
+        "events",
+        {
+            200: oa.json_answer("One id per event, in order (the engine's own ids).", oa.Ids),
+            400: _BAD,
+            401: oa.problem("The event key is not one of `TIDEFLOW_EVENT_KEY(S)`."),
+            429: oa.Answer(
+                "This event key sent more than `TIDEFLOW_EVENT_KEY_RATE` allows.",
+                oa.Problem,
+                headers={"retry-after": "Seconds to wait before sending again."},
+            ),
+        },
+        params=(oa.path_param("event_key", "An event key (any key when none is set)."),),
+        body=_EVENTS,
+        auth="event_key",
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/events",
+        "Events, newest first",
+        "events",
+        {200: oa.json_answer("The events.", oa.EventList), 400: _BAD},
+        params=(
+            oa.Param("name", "query", "Only events of this name."),
+            oa.Param(
+                "limit",
+                "query",
+                f"At most this many (1..., {MAX_LIST} at most are given).",
+                {"type": "integer", "minimum": 1},
+            ),
+        ),
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/events/{event_id}/runs",
+        "The runs an event started",
+        "events",
+        {200: oa.json_answer("The runs.", oa.RunList)},
+        params=(oa.path_param("event_id", "The engine's id of the event."),),
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/runs/{run_id}",
+        "A run",
+        "runs",
+        {
+            200: oa.json_answer("The run, with why it is held now, if it is.", oa.HeldRunAnswer),
+            404: oa.problem("No such run."),
+        },
+        params=(_RUN_ID,),
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/runs/{run_id}/steps",
+        "A run's steps",
+        "runs",
+        {200: oa.json_answer("The steps.", oa.StepList), 404: oa.problem("No such run.")},
+        params=(_RUN_ID,),
+    ),
+    oa.Operation(
+        "POST",
+        "/v1/signals",
+        "Resumes the run waiting on a signal",
+        "runs",
+        {
+            200: oa.json_answer("The resumed run.", oa.RunId),
+            400: _BAD,
+            404: oa.problem("No run waits on that signal."),
+        },
+        body=oa.Signal,
+    ),
+    oa.Operation(
+        "GET",
+        "/health",
+        "Whether this process reaches its database and broker",
+        "health",
+        {
+            200: oa.json_answer("Both are reachable.", oa.Health),
+            503: oa.json_answer("One is not.", oa.Health),
+        },
+        auth="none",
+    ),
+    oa.Operation(
+        "GET",
+        "/metrics",
+        "Prometheus metrics (closed like `/v1` when `TIDEFLOW_METRICS_AUTH` is set)",
+        "health",
+        {
+            200: oa.Answer(
+                "Prometheus text format.",
+                {"type": "string"},
+                media_type=prometheus_client.CONTENT_TYPE_LATEST.split(";")[0],
+            )
+        },
+    ),
+    oa.Operation(
+        "GET",
+        "/openapi.json",
+        "This document",
+        "health",
+        {200: oa.json_answer("The OpenAPI 3.1 description of every route.", {"type": "object"})},
+        auth="none",
+    ),
+)
+
+
+def operations() -> tuple[oa.Operation, ...]:
+    """Every route's declaration, in the order the routes are served."""
+    return (
+        *OPERATIONS,
+        *_rest.OPERATIONS,
+        *_cancellations.OPERATIONS,
+        *_realtime.OPERATIONS,
+        *_dashboard.OPERATIONS,
+    )
+
+
+@functools.cache
+def _spec() -> dict[str, Any]:
+    try:
+        version = importlib.metadata.version("tideflow")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    return oa.build_document(
+        operations(), version=version, bodies=[oa.EventIn], answers=[oa.RealtimeMessage]
+    )
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the HTTP API, as `GET /openapi.json` serves it; no
+    server needed."""
+    spec: dict[str, Any] = json.loads(json.dumps(_spec()))
+    return spec
 
 
 class _Gate:
@@ -216,7 +382,11 @@ def create_app(api: Api) -> Starlette:
     app = Starlette(
         routes=[*api.routes(), *dashboard.routes()],
         exception_handlers={errors.StoreError: store_down},
-        middleware=[Middleware(_metrics.RequestMetrics), Middleware(_Gate, api=api)],
+        middleware=[
+            Middleware(_metrics.RequestMetrics),
+            Middleware(RequestLimits, max_body_bytes=api.settings.max_body_bytes),
+            Middleware(_Gate, api=api),
+        ],
     )
     dashboard.bind(app)
     return app

@@ -64,7 +64,7 @@ class Auth:
         if self._signing_key is None or not cookie:
             return False
         expires, _, mac = cookie.partition(".")
-        if not expires.isdigit() or not _same(mac, self._mac(expires)):
+        if not (expires.isascii() and expires.isdigit()) or not _same(mac, self._mac(expires)):
             return False
         return int(expires) > (time.time() if now_s is None else now_s)
 

@@ -23,6 +23,7 @@ from tideflow._core.ids import new_id
 from tideflow.store import Store
 from tideflow.store import models as m
 
+from . import _openapi as oa
 from ._rest import BadRequestError, error, now_ms, parse_time
 from ._time import iso
 
@@ -152,3 +153,43 @@ class Cancellations:
             Route("/v1/cancellations", self.create, methods=["POST"]),
             Route("/v1/cancellations/{cancellation_id}", self.get, methods=["GET"]),
         ]
+
+
+OPERATIONS = (
+    oa.Operation(
+        "DELETE",
+        "/v1/runs/{run_id}",
+        "Cancels a run",
+        "runs",
+        {
+            200: oa.json_answer("The run, `Cancelled`.", oa.RunAnswer),
+            202: oa.json_answer("Asked; no scheduler has carried it out yet.", oa.RunConflict),
+            404: oa.problem("No such run."),
+            409: oa.json_answer("The run had already ended; it is left as it is.", oa.RunConflict),
+        },
+        params=(oa.path_param("run_id", "A run's id."),),
+    ),
+    oa.Operation(
+        "POST",
+        "/v1/cancellations",
+        "Cancels a function's runs queued in a time range (bulk)",
+        "runs",
+        {
+            202: oa.json_answer("The bulk cancellation's id.", oa.CancellationId),
+            400: oa.problem("A field is missing or wrong; `error` names it."),
+            404: oa.problem("No such function."),
+        },
+        body=oa.CancellationRequest,
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/cancellations/{cancellation_id}",
+        "A bulk cancellation's progress",
+        "runs",
+        {
+            200: oa.json_answer("The cancellation.", oa.CancellationAnswer),
+            404: oa.problem("No such cancellation."),
+        },
+        params=(oa.path_param("cancellation_id", "The id `POST /v1/cancellations` answered."),),
+    ),
+)

@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from . import _openapi as oa
 from ._auth import SESSION_COOKIE, Auth
 from ._rest import STATUSES
 
@@ -79,6 +80,12 @@ def _timeline(run: dict[str, Any], steps: list[dict[str, Any]]) -> list[dict[str
             {**step, "left": min(max(left, 0.0), 99.0), "width": min(max(width, 1.0), 100.0)}
         )
     return rows
+
+
+def _quoted(ident: str) -> str:
+    """An id as one path segment of an API call: whatever the browser sent, control
+    characters and slashes included."""
+    return urllib.parse.quote(ident, safe="")
 
 
 def _safe_next(target: str | None) -> str:
@@ -153,9 +160,9 @@ class Dashboard:
         query = request.query_params
         search = query.get("q", "").strip()
         if search:
-            if (await self._get(f"/v1/runs/{search}")).status_code == 200:
+            if (await self._get(f"/v1/runs/{_quoted(search)}")).status_code == 200:
                 return RedirectResponse(f"/runs/{urllib.parse.quote(search)}", status_code=303)
-            if (await self._get(f"/v1/events/{search}")).status_code == 200:
+            if (await self._get(f"/v1/events/{_quoted(search)}")).status_code == 200:
                 return RedirectResponse(f"/events/{urllib.parse.quote(search)}", status_code=303)
         filters = {
             "function_id": query.get("function_id", ""),
@@ -190,7 +197,7 @@ class Dashboard:
         if (refused := self._login_needed(request)) is not None:
             return refused
         run_id = request.path_params["run_id"]
-        answer = await self._get(f"/v1/runs/{run_id}")
+        answer = await self._get(f"/v1/runs/{_quoted(run_id)}")
         if answer.status_code == 404:
             return self._render(
                 request,
@@ -201,8 +208,8 @@ class Dashboard:
                 stream=f"/v1/stream?run_id={urllib.parse.quote(run_id)}",
             )
         run = answer.json()["data"]
-        steps = await self._data(f"/v1/runs/{run_id}/steps")
-        event = await self._get(f"/v1/events/{run['event_id']}")
+        steps = await self._data(f"/v1/runs/{_quoted(run_id)}/steps")
+        event = await self._get(f"/v1/events/{_quoted(run['event_id'])}")
         return self._render(
             request,
             "run.html",
@@ -234,12 +241,12 @@ class Dashboard:
         if (refused := self._login_needed(request)) is not None:
             return refused
         event_id = request.path_params["event_id"]
-        answer = await self._get(f"/v1/events/{event_id}")
+        answer = await self._get(f"/v1/events/{_quoted(event_id)}")
         if answer.status_code == 404:
             return self._render(
                 request, "missing.html", status=404, what="event", ident=event_id, stream=None
             )
-        runs = await self._data(f"/v1/events/{event_id}/runs")
+        runs = await self._data(f"/v1/events/{_quoted(event_id)}/runs")
         return self._render(
             request,
             "event.html",
@@ -309,3 +316,85 @@ class Dashboard:
             # An editable install links the package's files: follow those links.
             Mount("/static", StaticFiles(packages=[_STATIC], follow_symlink=True), name="static"),
         ]
+
+
+_TO_LOGIN = oa.redirect("To `/login` when a signing key is set and the request carries none.")
+
+
+def _page(
+    path: str, summary: str, *params: oa.Param, missing: bool = False, filters: bool = False
+) -> oa.Operation:
+    answers = {200: oa.html("The page."), 303: _TO_LOGIN}
+    if filters:
+        answers[400] = oa.html("The page, saying which filter is wrong.")
+        answers[303] = oa.redirect("To `/login`, or to the run or event `q` names.")
+    if missing:
+        answers[404] = oa.html("The page saying there is no such thing.")
+    return oa.Operation("GET", path, summary, "dashboard", answers, params=params, auth="session")
+
+
+_RUN_FILTERS = (
+    oa.Param("q", "query", "A run or event id to go to."),
+    oa.Param("function_id", "query", "Only this function's runs."),
+    oa.Param("status", "query", "Only runs in this status."),
+    oa.Param("from", "query", "Runs queued from this time."),
+    oa.Param("to", "query", "Runs queued before this time."),
+    oa.Param("cursor", "query", "A page's cursor."),
+)
+
+OPERATIONS = (
+    _page("/", "The dashboard: runs", *_RUN_FILTERS, filters=True),
+    _page("/runs", "Runs", *_RUN_FILTERS, filters=True),
+    _page("/runs/{run_id}", "A run", oa.path_param("run_id", "A run's id."), missing=True),
+    _page("/functions", "Functions"),
+    _page("/events", "Events", oa.Param("name", "query", "Only events of this name.")),
+    _page(
+        "/events/{event_id}", "An event", oa.path_param("event_id", "An event's id."), missing=True
+    ),
+    _page("/status", "Processes, queues and health"),
+    oa.Operation(
+        "GET",
+        "/login",
+        "The login page",
+        "dashboard",
+        {200: oa.html("The login form."), 303: oa.redirect("To `/` when no signing key is set.")},
+        params=(oa.Param("next", "query", "Where to go after logging in."),),
+        auth="none",
+    ),
+    oa.Operation(
+        "POST",
+        "/login",
+        "Logs in with the signing key; sets an HttpOnly session cookie",
+        "dashboard",
+        {
+            303: oa.redirect("Logged in (or no signing key is set): to `next`."),
+            401: oa.html("The login form again: wrong key."),
+        },
+        body={
+            "type": "object",
+            "properties": {"key": {"type": "string"}, "next": {"type": "string"}},
+        },
+        body_media_type="application/x-www-form-urlencoded",
+        auth="none",
+    ),
+    oa.Operation(
+        "POST",
+        "/logout",
+        "Logs out (clears the session cookie)",
+        "dashboard",
+        {303: oa.redirect("To `/login`.")},
+        auth="none",
+    ),
+    oa.Operation(
+        "GET",
+        "/static/{path}",
+        "The dashboard's stylesheet and script",
+        "dashboard",
+        {
+            200: oa.Answer("The file.", {"type": "string"}, media_type="*/*"),
+            404: oa.Answer("No such file.", {"type": "string"}, media_type="text/plain"),
+        },
+        params=(oa.path_param("path", "A file name, e.g. `dashboard.css`."),),
+        auth="none",
+    ),
+)

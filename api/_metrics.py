@@ -21,7 +21,13 @@ EVENTS_REJECTED = prometheus_client.Counter(
     "Events the API refused, by reason.",
     ["reason"],
 )
-REJECT_REASONS = ("invalid_key", "invalid_json", "invalid_event", "store_unavailable")
+REJECT_REASONS = (
+    "invalid_key",
+    "invalid_json",
+    "invalid_event",
+    "store_unavailable",
+    "rate_limited",
+)
 for _reason in REJECT_REASONS:
     EVENTS_REJECTED.labels(_reason)
 

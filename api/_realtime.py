@@ -24,6 +24,8 @@ from tideflow._core import realtime as rt
 from tideflow._core.ids import new_id
 from tideflow.broker import Broker, Message, topology
 
+from . import _openapi as oa
+
 logger = logging.getLogger(__name__)
 
 _PROBE_EVERY_S = 0.05
@@ -193,3 +195,74 @@ async def _until_closed(socket: WebSocket) -> None:
     with contextlib.suppress(WebSocketDisconnect):
         while True:
             await socket.receive_text()
+
+
+_TOKEN = (
+    oa.Param("token", "query", "A token from `client.realtime_token`.", required=True),
+    oa.Param("channel", "query", "Narrows to this channel (must be the token's)."),
+    oa.Param("topics", "query", "Narrows to these topics, comma-separated (within the token's)."),
+)
+_BAD_TOKEN = oa.problem("A bad, expired or out-of-scope token.")
+
+OPERATIONS = (
+    oa.Operation(
+        "GET",
+        "/v1/realtime",
+        "Server-Sent Events: realtime messages for the token's channel and topics",
+        "realtime",
+        {
+            200: oa.Answer(
+                "An event stream: `event: ready` once subscribed, then `event: message` with "
+                "a RealtimeMessage as `data`.",
+                {"type": "string"},
+                media_type="text/event-stream",
+            ),
+            401: _BAD_TOKEN,
+        },
+        params=_TOKEN,
+        auth="token",
+        extensions={
+            "x-stream": "sse",
+            "x-message": {"$ref": oa.REF.format(model="RealtimeMessage")},
+        },
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/realtime/ws",
+        "WebSocket: realtime messages for the token's channel and topics",
+        "realtime",
+        {
+            101: oa.Answer(
+                'Switching to WebSocket: a `{"type": "ready"}` frame once subscribed, '
+                'then `{"type": "message", ...RealtimeMessage}` frames.',
+                oa.RealtimeMessage,
+            ),
+            401: _BAD_TOKEN,
+        },
+        params=_TOKEN,
+        auth="token",
+        extensions={"x-websocket": True},
+    ),
+    oa.Operation(
+        "POST",
+        rt.PUBLISH_PATH,
+        "Publishes a realtime message (workers without a broker of their own)",
+        "realtime",
+        {
+            202: oa.json_answer("Published.", oa.Accepted),
+            400: oa.problem("Not a realtime message."),
+            401: oa.problem(f"A missing or bad `{rt.SIGNATURE_HEADER}` signature."),
+            413: oa.problem("Larger than 512 KiB."),
+        },
+        params=(
+            oa.Param(
+                rt.SIGNATURE_HEADER,
+                "header",
+                "HMAC of the body with the signing key.",
+                required=True,
+            ),
+        ),
+        body=oa.RealtimeMessage,
+        auth="none",
+    ),
+)

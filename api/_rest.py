@@ -23,6 +23,7 @@ from tideflow.store import Store, views
 from tideflow.store import models as m
 
 from . import _flow as flow
+from . import _openapi as oa
 from ._time import iso
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def is_count(raw: str) -> bool:
+    """ASCII digits only: `str.isdigit` also takes digits `int` cannot read ("²")."""
+    return raw.isascii() and raw.isdigit()
+
+
 def parse_time(raw: str, field: str) -> int:
     """Milliseconds since the epoch, from an RFC 3339 time with its offset, or from ms."""
-    if raw.isdigit():
+    if is_count(raw):
         return int(raw)
     try:
         moment = datetime.datetime.fromisoformat(raw)
@@ -68,7 +74,7 @@ def encode_cursor(run: m.RunRecord) -> str:
 
 def decode_cursor(raw: str) -> views.RunPage:
     at, _, run_id = raw.partition("-")
-    if not at.isdigit() or not run_id:
+    if not is_count(at) or not run_id:
         raise BadRequestError(f"cursor: {raw!r} is not a cursor this API gave")
     return views.RunPage(int(at), run_id)
 
@@ -284,7 +290,7 @@ class Rest:
         with `run_id`, else the newest runs). `limit=N` ends the stream after N messages."""
         run_id = request.query_params.get("run_id") or None
         raw_limit = request.query_params.get("limit", "0")
-        if not raw_limit.isdigit():
+        if not is_count(raw_limit):
             raise BadRequestError(f"limit: expected a count, got {raw_limit!r}")
         limit = int(raw_limit)
         return StreamingResponse(
@@ -352,6 +358,118 @@ def _page_key(page: views.RunPage) -> tuple[int, str]:
 def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not is_count(raw) or not 1 <= int(raw) <= MAX_PAGE:
         raise BadRequestError(f"limit: expected 1..{MAX_PAGE}, got {raw!r}")
     return int(raw)
+
+
+_BAD = oa.problem("A parameter or the body is not valid; `error` names it.")
+_RUN_ID = oa.path_param("run_id", "A run's id.")
+
+
+def _query(name: str, description: str, **schema: Any) -> oa.Param:
+    return oa.Param(name, "query", description, schema or {"type": "string"})
+
+
+OPERATIONS = (
+    oa.Operation(
+        "GET",
+        "/v1/runs",
+        "Runs, newest first, cursor-paginated",
+        "runs",
+        {200: oa.json_answer("A page of runs.", oa.RunPage), 400: _BAD},
+        params=(
+            _query("function_id", "Only this function's runs."),
+            _query("status", "Only runs in this status.", enum=list(STATUSES)),
+            _query("from", "Runs queued at or after this RFC 3339 time (or ms)."),
+            _query("to", "Runs queued before this RFC 3339 time (or ms)."),
+            _query("cursor", "The `cursor` of the previous page."),
+            _query("limit", f"Runs a page, 1..{MAX_PAGE}.", type="integer", minimum=1),
+        ),
+    ),
+    oa.Operation(
+        "POST",
+        "/v1/runs/{run_id}/rerun",
+        "Starts a new run of the same function with the same event",
+        "runs",
+        {
+            200: oa.json_answer("The new run's id.", oa.RunId),
+            404: oa.problem("No such run, or its function is no longer registered."),
+        },
+        params=(_RUN_ID,),
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/functions",
+        "The registered functions",
+        "functions",
+        {200: oa.json_answer("Every registered function.", oa.FunctionList)},
+    ),
+    oa.Operation(
+        "POST",
+        "/v1/functions/{function_id}/invoke",
+        "Starts a run of a function with this data",
+        "functions",
+        {
+            200: oa.json_answer("The run's id.", oa.RunId),
+            400: _BAD,
+            404: oa.problem("No such function is registered."),
+        },
+        params=(oa.path_param("function_id", "`<app_id>-<fn_id>`"),),
+        body=oa.Invoke,
+    ),
+    oa.Operation(
+        "POST",
+        "/v1/events",
+        "Sends events (for holders of the signing key, as the dashboard does)",
+        "events",
+        {200: oa.json_answer("One id per event, in order.", oa.Ids), 400: _BAD},
+        body={
+            "anyOf": [
+                {"$ref": oa.REF.format(model="EventIn")},
+                {"type": "array", "items": {"$ref": oa.REF.format(model="EventIn")}},
+            ]
+        },
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/events/{event_id}",
+        "One event and what became of it",
+        "events",
+        {200: oa.json_answer("The event.", oa.EventAnswer), 404: oa.problem("No such event.")},
+        params=(oa.path_param("event_id", "The engine's id of the event."),),
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/processes",
+        "Processes seen in the last minute",
+        "health",
+        {200: oa.json_answer("The processes.", oa.ProcessList)},
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/queues",
+        "Queued step jobs by app and unprocessed events",
+        "health",
+        {200: oa.json_answer("Queue depths.", oa.QueueAnswer)},
+    ),
+    oa.Operation(
+        "GET",
+        "/v1/stream",
+        "Server-Sent Events: a `change` event whenever the watched runs change",
+        "runs",
+        {
+            200: oa.Answer(
+                "An event stream (`event: change`), ended after 20 s or `limit` messages.",
+                {"type": "string"},
+                media_type="text/event-stream",
+            ),
+            400: _BAD,
+        },
+        params=(
+            _query("run_id", "Watch this run (else the newest runs)."),
+            _query("limit", "End the stream after this many messages.", type="integer", minimum=0),
+        ),
+        extensions={"x-stream": "sse"},
+    ),
+)

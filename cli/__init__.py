@@ -12,35 +12,63 @@ from tideflow import Client, Settings, errors
 from . import _processes as processes
 from ._loading import clients_of, load_functions
 
+__all__ = ["build_parser", "main"]
 
-def _parser() -> argparse.ArgumentParser:
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `tideflow` command's parser (also the source of the docs' command-line reference)."""
     parser = argparse.ArgumentParser(
         prog="tideflow", description="Durable functions made of steps."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    app_help = "module:attribute naming a tideflow.Client or a list of functions"
     dev = commands.add_parser(
-        "dev", help="the whole engine in one process, on the embedded default"
+        "dev",
+        help="the whole engine in one process, on the embedded default",
+        description="The HTTP API and dashboard, a scheduler and a worker running APP's "
+        "functions, in one process, on TIDEFLOW_DATABASE_URL (a SQLite file by default) and the "
+        "in-process broker.",
     )
-    dev.add_argument("app", help="module:attribute naming a tideflow.Client or a list of functions")
-    dev.add_argument("--port", type=int, default=8288)
-    dev.add_argument("--host", default="127.0.0.1")
-    api = commands.add_parser("api", help="the HTTP API")
-    api.add_argument("--port", type=int, default=8288)
-    api.add_argument("--host", default="0.0.0.0")
-    commands.add_parser("scheduler", help="a scheduler replica")
-    worker = commands.add_parser("worker", help="a worker running APP's functions")
-    worker.add_argument("app")
-    worker.add_argument("--concurrency", type=int, default=10)
-    commands.add_parser("migrate", help="create or upgrade the database schema")
-    send = commands.add_parser("send", help="send an event")
-    send.add_argument("name")
+    dev.add_argument("app", help=app_help)
+    dev.add_argument("--port", type=int, default=8288, help="the HTTP port")
+    dev.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    api = commands.add_parser(
+        "api",
+        help="the HTTP API",
+        description="Event ingest, the REST API, the dashboard and /metrics, against the "
+        "configured database and broker. Run as many as you like behind a load balancer.",
+    )
+    api.add_argument("--port", type=int, default=8288, help="the HTTP port")
+    api.add_argument("--host", default="0.0.0.0", help="the address to listen on")
+    commands.add_parser(
+        "scheduler",
+        help="a scheduler replica",
+        description="Matches events to functions, applies flow control, fires timers. Run two "
+        "or more: replicas share the work through the database.",
+    )
+    worker = commands.add_parser(
+        "worker",
+        help="a worker running APP's functions",
+        description="Pulls step jobs from APP's queue and runs them. Run as many as you need.",
+    )
+    worker.add_argument("app", help=app_help)
+    worker.add_argument(
+        "--concurrency", type=int, default=10, help="step jobs this worker runs at once"
+    )
+    commands.add_parser(
+        "migrate",
+        help="create or upgrade the database schema",
+        description="Idempotent, and safe to run from several processes at once.",
+    )
+    send = commands.add_parser("send", help="send an event", description="Prints its id.")
+    send.add_argument("name", help="the event's name, e.g. shop/user.created")
     send.add_argument("--data", default="{}", help="the event's data, a JSON object")
     send.add_argument("--id", default=None, help="deduplication key")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
         settings.configure_logging()

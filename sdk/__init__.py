@@ -38,9 +38,14 @@ from .errors import NonRetriableError, RetryAfterError, StepError, StepTimeout, 
 
 # inngest-py's names, so that functions written for it move over with a changed import.
 ContextSync = SyncContext
+"""inngest-py's name for [`SyncContext`][tideflow.SyncContext]."""
 StepSync = SyncStep
+"""inngest-py's name for [`SyncStep`][tideflow.SyncStep]."""
 StepMemos = Mapping[str, StoredStep]
+"""inngest-py's name for the memoized steps `Middleware.transform_input` gets: step hash ->
+[`StoredStep`][tideflow.StoredStep]."""
 JSON = Any
+"""inngest-py's name for a JSON-serialisable value (any value, to the type checker)."""
 
 __all__ = [
     "JSON",

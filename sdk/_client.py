@@ -65,6 +65,10 @@ class Client:
         broker_url: default `TIDEFLOW_BROKER_URL`; with `amqp://`, `send` publishes straight to
             the events exchange, otherwise it posts to `TIDEFLOW_API_URL`.
 
+    Raises:
+        ConfigError: `app_id` is empty, a middleware is not a middleware class or factory, or
+            a `TIDEFLOW_*` setting is not valid.
+
     Over `amqp://`, the client keeps its broker connection between sends: `send` opens it on
     its first call and reuses it for every later call from the same event loop; a send from
     another event loop (each pytest test has its own) replaces it with one of that loop.
@@ -133,7 +137,38 @@ class Client:
     ) -> Callable[[Handler], Function]:
         """Decorates a handler `(ctx) -> result` as a durable `Function` of this app.
 
-        `middleware` runs after the client's, in the order given (see `tideflow.Middleware`).
+        The handler is `async def` (it gets a `Context`) or plain `def` (a `SyncContext`, run in
+        a thread). Every option is checked here, so a bad definition fails at import, and a
+        worker refuses to start with it.
+
+        Args:
+            fn_id: the function's id in the app; its full id is `<app_id>-<fn_id>`.
+            trigger: a `TriggerEvent` or `TriggerCron`, or a list of up to 10.
+            name: a display name (default `fn_id`).
+            retries: extra attempts of each step, 0..20 (default 4: five attempts).
+            on_failure: a handler run once, as a function of its own, when a run fails for
+                good; its `ctx.event` is the `tideflow/function.failed` event.
+            concurrency: an int, or up to 2 `Concurrency`: how many steps execute at once.
+            throttle: a `Throttle`: how fast runs start (excess runs wait).
+            rate_limit: a `RateLimit`: how many runs start per period (excess events start none).
+            debounce: a `Debounce`: one run per burst of events, with the last one.
+            priority: a `Priority`: how far ahead of its line a run's steps go.
+            singleton: a `Singleton`: one unfinished run per key.
+            idempotency: a CEL key expression over `event`: one run per key per 24 hours.
+            batch_events: a `Batch`: one run per batch of events (`ctx.events`).
+            cancel: up to 5 `Cancel`: events that cancel a run.
+            timeouts: a `Timeouts`: cancel a run that waits to start, or takes, too long.
+            middleware: run after the client's, in the order given (see `tideflow.Middleware`).
+            checkpointing: a `Checkpointing`, or False; default the client's.
+
+        Returns:
+            A decorator; the decorated name becomes the `Function`.
+
+        Raises:
+            ConfigError: an option is out of range or of the wrong type, a trigger or key
+                expression does not compile (`ExpressionError`), options clash (batching with
+                rate limit, ...), or `fn_id` is already defined in this app. The message names
+                the function and the option.
         """
         own_middleware = _checked_middleware(middleware, where=fn_id)
         flow_control = FlowControl(
@@ -210,7 +245,22 @@ class Client:
     ) -> list[str]:
         """Sends one event or a list; returns their ids, in order.
 
-        Client middleware sees them in `before_send_events` / `after_send_events`.
+        With an `amqp://` broker the events are published to the `tideflow.events` exchange;
+        otherwise they are posted to `TIDEFLOW_API_URL` (`POST /e/{event_key}`). Client
+        middleware sees them in `before_send_events` / `after_send_events`.
+
+        Args:
+            events: a `tideflow.Event`, a dict of its fields, or a list of either.
+
+        Returns:
+            The engine's id of each event, in order (an event's own `id` field is only its
+            deduplication key).
+
+        Raises:
+            EventError: an event is malformed, over 512 KiB, or its data does not match its
+                schema (`schemas=`); a send of more than 5,000 events. Nothing is sent.
+            SendError: the API or the broker could not be reached or refused the events.
+            MiddlewareError: a middleware's send hook raised.
         """
         if not self.middleware:
             return await self._send(events)
@@ -243,6 +293,10 @@ class Client:
 
         Sends from the client's own event loop, in a daemon thread started on the first call,
         so that the broker connection is kept between calls until `close()`.
+
+        Raises:
+            EventError, SendError, MiddlewareError: as `send`.
+            LifecycleError: called from the client's own sending loop (await `send` there).
         """
         sender = self._sync_loop()
         if threading.current_thread() is sender.thread:
@@ -349,18 +403,35 @@ class Client:
 
         Signed with `signing_key` (HMAC-SHA256); without one, with a fixed development key that
         anyone can use: set `TIDEFLOW_SIGNING_KEY` wherever the API is reachable by others.
+
+        Args:
+            channel: a channel (a template must be called with its fields first) or its name.
+            topics: the topics the holder may follow.
+            ttl: how long the token is valid: a timedelta, milliseconds or `"1h"`.
+
+        Raises:
+            RealtimeError: `channel` is a template not filled in, or has no such topic.
         """
         return self.realtime.token(channel, topics, ttl)
 
     def subscribe(self, token: str) -> Subscription:
         """The messages published from now on to the token's channel and topics:
-        `async for message in client.subscribe(token)`."""
+        `async for message in client.subscribe(token)`.
+
+        Each message is `{"channel", "topic", "data", "run_id", "created_at"}`. Iterating
+        raises `RealtimeError` if the token is refused (wrong, expired) or the API cannot be
+        reached.
+        """
         return self.realtime.subscribe(token)
 
     async def publish(
         self, channel: Channel | str, topic: Topic | str, data: Any, *, run_id: str | None = None
     ) -> None:
-        """Publishes a realtime message (what `ctx.publish` does, from anywhere)."""
+        """Publishes a realtime message (what `ctx.publish` does, from anywhere).
+
+        Raises:
+            RealtimeError: the data does not match the topic's schema, or the topic is unknown.
+        """
         name, typed = resolve_topic(channel, topic)
         await self.realtime.publish(rt.message(name, typed.name, typed.encode(data), run_id))
 

@@ -86,7 +86,17 @@ class Step(_StepCalls):
     """The step API of an `async def` handler. Every method is memoized by its step id."""
 
     async def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
-        """Runs `handler(*args)` once for this run and returns its JSON-serialisable result."""
+        """Runs `handler(*args)` once for this run and returns its JSON-serialisable result.
+
+        `handler` may be sync or async; it runs at least once, until it returns, and its
+        result is stored: later executions of the handler get it back without running it.
+        An error it raises is retried (up to the function's `retries`, with backoff) unless it
+        is a `NonRetriableError`; a `RetryAfterError` sets the delay.
+
+        Raises:
+            StepError: the step has failed for good (attempts used up, `NonRetriableError`,
+                or a result that is not JSON-serialisable or over 4 MiB).
+        """
         return await self._settled(self._run(step_id, handler, args))
 
     async def sleep(self, step_id: str, duration: _Duration) -> None:
@@ -102,7 +112,14 @@ class Step(_StepCalls):
     async def wait_for_event(
         self, step_id: str, *, event: str, timeout: _Duration, if_exp: str | None = None
     ) -> Event | None:
-        """Waits for an event named `event` matching `if_exp`; `None` on timeout."""
+        """Waits for an event named `event` matching `if_exp`; `None` on timeout.
+
+        Only events that arrive after the wait started match. In `if_exp` (CEL), `event` is
+        this run's triggering event and `async` the incoming one.
+
+        Raises:
+            ExpressionError: `if_exp` does not compile (raised here, before anything waits).
+        """
         return await self._settled(self._wait_for_event(step_id, event, timeout, if_exp))
 
     async def wait_for_signal(self, step_id: str, *, signal: str, timeout: _Duration) -> Any:
@@ -117,7 +134,14 @@ class Step(_StepCalls):
         data: Any = None,
         timeout: _Duration | None = None,
     ) -> Any:
-        """Runs another function and returns its output; raises `StepError` if it failed."""
+        """Runs another function with `data` as its event's data, and returns its output.
+
+        The invoked run passes rate limit, idempotency, singleton and throttle by.
+
+        Raises:
+            StepError: the invoked run failed, or did not end within `timeout`
+                (`InvokeTimeoutError`).
+        """
         return await self._settled(self._invoke(step_id, function.id, data, timeout))
 
     async def invoke_by_id(
@@ -202,6 +226,13 @@ class Group:
     async def parallel(
         self, callables: Sequence[Callable[[], Awaitable[Any] | Any]]
     ) -> tuple[Any, ...]:
+        """Runs the step calls that `callables` make at the same time; returns their results in
+        the order given.
+
+        Each callable makes one step call (`lambda: ctx.step.run("a", f)`). Steps not run yet
+        are started together, each memoized and retried on its own; the group returns once
+        every one has a result. A step out of attempts raises its `StepError` here.
+        """
         results: list[Any] = []
         interrupted = False
         for call in callables:
@@ -220,6 +251,8 @@ class SyncGroup:
     """`Group` for plain `def` handlers."""
 
     def parallel(self, callables: Sequence[Callable[[], Any]]) -> tuple[Any, ...]:
+        """`Group.parallel` for plain handlers: runs the step calls together, returns their
+        results in order; a step out of attempts raises its `StepError` here."""
         results: list[Any] = []
         interrupted = False
         for call in callables:

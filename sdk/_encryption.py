@@ -107,11 +107,16 @@ class EncryptionMiddleware(MiddlewareSync):
     ) -> Callable[[Client, RawRequest | None], EncryptionMiddleware]:
         """A middleware factory for `middleware=[...]`.
 
+        The keys are checked here, so a bad key fails where the client is defined.
+
         Args:
             secret_key: the key encrypting and decrypting (a string, or 64 hex digits as bytes).
             fallback_decryption_keys: older keys tried after `secret_key`, for key rotation.
             event_encryption_field: the event data field encrypted and decrypted.
             decrypt_only: decrypt what comes in, encrypt nothing (while migrating away).
+
+        Raises:
+            ConfigError: a key is neither a string nor bytes of 64 hex digits.
         """
         Encryptor(secret_key, fallback_decryption_keys)  # a bad key fails at definition
 
@@ -131,12 +136,19 @@ class EncryptionMiddleware(MiddlewareSync):
     def transform_input(
         self, ctx: Context, function: Function, steps: Mapping[str, StoredStep]
     ) -> None:
+        """Decrypts the memoized step outputs and the events' encrypted field for the handler.
+
+        Raises:
+            EncryptionError: a value decrypts with none of the keys.
+        """
         for step in steps.values():
             step.output = self._decrypt_step(step.output)
         for event in {id(ctx.event): ctx.event, **{id(e): e for e in ctx.events}}.values():
             event.data = self._decrypt_event_data(event.data)
 
     def transform_output(self, result: TransformOutputResult) -> None:
+        """Encrypts a step's or the function's output (and an invocation's event field) before
+        it leaves the process."""
         if self._decrypt_only:
             return
         if result.has_output():
@@ -147,6 +159,8 @@ class EncryptionMiddleware(MiddlewareSync):
             payload["data"] = self._encrypt_field(payload.get("data"))
 
     def before_send_events(self, events: list[Event]) -> None:
+        """Encrypts the encrypted field of each event that `client.send` or `step.send_event`
+        sends."""
         if self._decrypt_only:
             return
         for event in events:

@@ -9,6 +9,8 @@ from . import errors
 
 MAX_EVENT_BYTES = 512 * 1024
 MAX_EVENTS_PER_SEND = 5_000
+MAX_TS = 253_402_300_799_999
+"""The last millisecond of year 9999: later `ts` values fit no date type, nor the store's."""
 SYSTEM_PREFIX = "tideflow/"
 
 
@@ -41,6 +43,21 @@ class Event(pydantic.BaseModel):
     def _name_is_set(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("an event needs a non-empty name")
+        return value
+
+    @pydantic.field_validator("name", "id", "v")
+    @classmethod
+    def _has_no_nul(cls, value: str | None) -> str | None:
+        # No store keeps NUL in text (PostgreSQL refuses it), and no name needs one.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters (\\u0000)")
+        return value
+
+    @pydantic.field_validator("ts")
+    @classmethod
+    def _ts_is_a_time(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= MAX_TS:
+            raise ValueError(f"ts must be milliseconds since the epoch, 0..{MAX_TS}; got {value}")
         return value
 
     @pydantic.field_validator("data")

@@ -35,7 +35,17 @@ SINGLETON_MODES = ("skip", "cancel")
 @dataclasses.dataclass(frozen=True)
 class Concurrency:
     """At most `limit` steps of this function executing at once, per value of the CEL `key`
-    over `event`; `scope` shares the limit with other functions (`env`, `account`)."""
+    over `event`; `scope` shares the limit with other functions (`env`, `account`).
+
+    Args:
+        limit: steps executing at once, 1 to 100,000. Sleeping and waiting runs hold no slot.
+        key: a CEL expression over `event`; each value has a limit (and a FIFO line) of its own.
+        scope: `fn` (this function), `env` (every function of `TIDEFLOW_ENV` using this key) or
+            `account` (every function of the deployment using this key).
+
+    Checked by `create_function`, which raises `ConfigError` naming the option for a value out
+    of range or a key that does not compile.
+    """
 
     limit: int
     key: str | None = None
@@ -44,7 +54,17 @@ class Concurrency:
 
 @dataclasses.dataclass(frozen=True)
 class Throttle:
-    """GCRA on run starts: `limit` per `period` per `key`, `burst` back to back; excess waits."""
+    """GCRA on run starts: `limit` per `period` per `key`, `burst` back to back; excess waits.
+
+    Args:
+        limit: run starts per `period`, 1 to 100,000.
+        period: 1 s to 7 days (a duration).
+        key: a CEL expression over `event`; each value is throttled on its own.
+        burst: runs that may start back to back before the `period / limit` spacing applies.
+
+    Checked by `create_function`, which raises `ConfigError` naming the option for a value out
+    of range or a key that does not compile.
+    """
 
     limit: int
     period: Duration
@@ -54,7 +74,16 @@ class Throttle:
 
 @dataclasses.dataclass(frozen=True)
 class RateLimit:
-    """At most `limit` runs per `period` per `key`; events beyond it start no run."""
+    """At most `limit` runs per `period` per `key`; events beyond it start no run.
+
+    Args:
+        limit: runs per `period`, 1 to 100,000.
+        period: 1 s to 60 s (a duration).
+        key: a CEL expression over `event`; each value is limited on its own.
+
+    Checked by `create_function`, which raises `ConfigError` naming the option for a value out
+    of range or a key that does not compile.
+    """
 
     limit: int
     period: Duration
@@ -64,7 +93,16 @@ class RateLimit:
 @dataclasses.dataclass(frozen=True)
 class Debounce:
     """Starts one run `period` after the last event of a burst (per `key`), with that event;
-    `timeout` caps the delay from the burst's first event."""
+    `timeout` caps the delay from the burst's first event.
+
+    Args:
+        period: the quiet time after the last event, 1 s to 7 days.
+        key: a CEL expression over `event`; each value has bursts of its own.
+        timeout: the longest delay from a burst's first event to its run, `period` to 7 days.
+
+    Checked by `create_function`, which raises `ConfigError` naming the option for a value out
+    of range or a key that does not compile.
+    """
 
     period: Duration
     key: str | None = None
@@ -73,7 +111,14 @@ class Debounce:
 
 @dataclasses.dataclass(frozen=True)
 class Priority:
-    """`run`: a CEL expression over `event` giving -600..600, the seconds a run jumps ahead."""
+    """`run`: a CEL expression over `event` giving -600..600, the seconds a run jumps ahead.
+
+    Orders the step jobs waiting for a `concurrency` slot; without a limit it changes
+    nothing.
+
+    Checked by `create_function`, which raises `ConfigError` naming the option for a value out
+    of range or a key that does not compile.
+    """
 
     run: str
 
@@ -81,7 +126,16 @@ class Priority:
 @dataclasses.dataclass(frozen=True)
 class Singleton:
     """One run at a time per `key`: `skip` starts no new run while one runs, `cancel` cancels
-    the running one for the new one."""
+    the running one for the new one.
+
+    Args:
+        key: a CEL expression over `event`; None: one run of the function at a time.
+        mode: `skip` (the new event starts no run) or `cancel` (the unfinished run is
+            cancelled, and the new one starts).
+
+    Checked by `create_function`, which raises `ConfigError` naming the option for a value out
+    of range or a key that does not compile.
+    """
 
     key: str | None = None
     mode: Literal["skip", "cancel"] = "skip"
@@ -90,7 +144,17 @@ class Singleton:
 @dataclasses.dataclass(frozen=True)
 class Batch:
     """Up to `max_size` events per run, started when full or `timeout` after the first; one
-    batch per `key`; events for which `if_exp` is false start runs of their own."""
+    batch per `key`; events for which `if_exp` is false start runs of their own.
+
+    Args:
+        max_size: 1 to 100 events.
+        timeout: 1 s to 60 s after the batch's first event.
+        key: a CEL expression over `event`; each value is batched on its own.
+        if_exp: a CEL condition over `event`; events for which it is false are not batched.
+
+    Checked by `create_function`, which raises `ConfigError` naming the option for a value out
+    of range or a key that does not compile.
+    """
 
     max_size: int
     timeout: Duration
@@ -101,7 +165,18 @@ class Batch:
 @dataclasses.dataclass(frozen=True)
 class Cancel:
     """Cancels a run when an `event` arrives for which `if_exp` (over `event` and `async`) is
-    true, within `timeout` of the run's start."""
+    true, within `timeout` of the run's start.
+
+    Args:
+        event: the name of the cancelling event.
+        if_exp: a CEL condition; `event` is the run's trigger, `async` the incoming event.
+            None: any event of that name cancels.
+        timeout: how long the run listens, from its creation, 1 s to 365 days; None: until
+            it ends.
+
+    Checked by `create_function`, which raises `ConfigError` naming the option for a value out
+    of range or a key that does not compile.
+    """
 
     event: str
     if_exp: str | None = None
@@ -111,7 +186,14 @@ class Cancel:
 @dataclasses.dataclass(frozen=True)
 class Timeouts:
     """`start`: cancel a run whose first step has not started this long after its event;
-    `finish`: cancel a run not finished this long after its first step started."""
+    `finish`: cancel a run not finished this long after its first step started.
+
+    Each is 1 s to a year. The run ends `Cancelled` with an error whose message ends in
+    `(timeout)`.
+
+    Checked by `create_function`, which raises `ConfigError` naming the option for a value out
+    of range or a key that does not compile.
+    """
 
     start: Duration | None = None
     finish: Duration | None = None

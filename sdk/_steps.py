@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 MAX_STEPS_PER_RUN = 1_000
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
+MAX_RUN_STATE_BYTES = 4 * 1024 * 1024
+"""The default of the sum of a run's step outputs, as Inngest's (TIDEFLOW_MAX_RUN_STATE_BYTES)."""
 
 # The attempt of the step whose body is executing in this context, and whether one is.
 current_step_attempt: contextvars.ContextVar[int | None] = contextvars.ContextVar(

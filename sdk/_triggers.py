@@ -12,7 +12,12 @@ from ._types import is_name
 @dataclasses.dataclass(frozen=True)
 class TriggerEvent:
     """Runs the function for each event named `event` (a trailing `*` matches a prefix) for
-    which the CEL `expression` over `event`, if given, is true."""
+    which the CEL `expression` over `event`, if given, is true.
+
+    Raises:
+        ConfigError: `event` is empty; `ExpressionError` (a `ConfigError`) if `expression`
+            does not compile.
+    """
 
     event: str
     expression: str | None = None
@@ -26,12 +31,20 @@ class TriggerEvent:
             compile_expression(self.expression)
 
     def to_config(self) -> dict[str, Any]:
+        """The trigger as JSON, as `GET /v1/functions` lists it."""
         return {"event": self.event, "expression": self.expression}
 
 
 @dataclasses.dataclass(frozen=True)
 class TriggerCron:
-    """Runs the function on a five-field cron schedule, with an optional `TZ=Area/City ` prefix."""
+    """Runs the function on a five-field cron schedule, with an optional `TZ=Area/City ` prefix.
+
+    Each tick starts one run, with the event `tideflow/scheduled.timer` (data: `cron`; `ts`:
+    the tick's scheduled time in ms), exactly once across scheduler replicas.
+
+    Raises:
+        ConfigError: the expression or its time zone is not valid.
+    """
 
     cron: str
 
@@ -39,6 +52,7 @@ class TriggerCron:
         parse_cron(self.cron)
 
     def to_config(self) -> dict[str, Any]:
+        """The trigger as JSON, as `GET /v1/functions` lists it."""
         return {"cron": self.cron}
 
 

@@ -109,6 +109,7 @@ class StepError(TideflowError):
         self.stack = stack
 
     def to_dict(self) -> dict[str, Any]:
+        """The error as the HTTP API shows it: `{"name", "message", "stack"}`."""
         return {"name": self.name, "message": self.message, "stack": self.stack}
 
 

@@ -145,7 +145,11 @@ class Engine:
             client.realtime.hub = hub
 
     async def send(self, *events: dict[str, Any]) -> list[str]:
-        """Posts events to `/e/{key}`; returns their ids."""
+        """Posts events to `/e/{key}`; returns their ids.
+
+        Raises:
+            SendError: the API refused them (its status and answer in the message).
+        """
         key = self.settings.event_key or "test"
         response = await self.http.post(f"/e/{key}", json=list(events))
         if response.status_code != 200:
@@ -154,16 +158,19 @@ class Engine:
         return ids
 
     async def runs(self, event_id: str) -> list[dict[str, Any]]:
+        """The runs the event started so far (`GET /v1/events/{id}/runs`)."""
         response = await self.http.get(f"/v1/events/{event_id}/runs")
         data: list[dict[str, Any]] = response.json()["data"]
         return data
 
     async def run(self, run_id: str) -> dict[str, Any]:
+        """The run as `GET /v1/runs/{id}` shows it."""
         response = await self.http.get(f"/v1/runs/{run_id}")
         data: dict[str, Any] = response.json()["data"]
         return data
 
     async def steps(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's steps, in order (`GET /v1/runs/{id}/steps`)."""
         response = await self.http.get(f"/v1/runs/{run_id}/steps")
         data: list[dict[str, Any]] = response.json()["data"]
         return data
@@ -171,7 +178,11 @@ class Engine:
     async def wait_for_runs(
         self, event_id: str, *, count: int = 1, timeout_s: float = 10.0
     ) -> list[dict[str, Any]]:
-        """The event's runs once `count` of them exist."""
+        """The event's runs once `count` of them exist.
+
+        Raises:
+            TimeoutError: fewer than `count` runs after `timeout_s`.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             runs = await self.runs(event_id)
@@ -184,7 +195,11 @@ class Engine:
     async def wait_for_run(
         self, run_id: str, *, status: Sequence[str] = FINISHED, timeout_s: float = 10.0
     ) -> dict[str, Any]:
-        """The run once its status is one of `status` (by default: once it has ended)."""
+        """The run once its status is one of `status` (by default: once it has ended).
+
+        Raises:
+            TimeoutError: the run's status is still another after `timeout_s`.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             run = await self.run(run_id)
@@ -197,7 +212,12 @@ class Engine:
             await asyncio.sleep(0.02)
 
     async def finish(self, event: dict[str, Any], *, timeout_s: float = 10.0) -> Result:
-        """Sends one event and waits for the one run it starts to end."""
+        """Sends one event and waits for the one run it starts to end.
+
+        Raises:
+            TimeoutError: no run started, or it did not end, within `timeout_s`.
+            ValueError: the event started more than one run.
+        """
         (event_id,) = await self.send(event)
         (run,) = await self.wait_for_runs(event_id, timeout_s=timeout_s)
         ended = await self.wait_for_run(run["run_id"], timeout_s=timeout_s)
@@ -206,15 +226,25 @@ class Engine:
 
 @dataclasses.dataclass
 class Result:
+    """A finished run, as `Engine.finish` returns it.
+
+    Attributes:
+        event_id: the id of the event that started it.
+        run: the run, as `GET /v1/runs/{id}` shows it.
+        steps: its steps, in order, as `GET /v1/runs/{id}/steps` shows them.
+    """
+
     event_id: str
     run: dict[str, Any]
     steps: list[dict[str, Any]]
 
     @property
     def status(self) -> str:
+        """The run's status: `Completed`, `Failed` or `Cancelled`."""
         status: str = self.run["status"]
         return status
 
     @property
     def output(self) -> Any:
+        """The run's output (the handler's return value), or None."""
         return self.run["output"]

@@ -38,6 +38,8 @@ class Execution:
         checkpointing: the function's policy; None runs one step (or parallel group) a job.
         checkpointer: where finished steps go; it writes them as the policy says.
         step_timeout_s: a step body running longer fails with `StepTimeout`.
+        max_state_bytes: the most a run's step outputs may hold in all (JSON bytes); the step
+            that would go over it fails the run with a `LimitError`.
         should_stop: asked before each next step: true when the run was cancelled, the lease
             was lost or the worker is shutting down; the job then hands the run back.
     """
@@ -51,6 +53,7 @@ class Execution:
         checkpointer: Checkpointer,
         step_timeout_s: float,
         should_stop: Callable[[], bool],
+        max_state_bytes: int = r.MAX_RUN_STATE_BYTES,
     ) -> None:
         self.function = function
         self.state = state
@@ -64,6 +67,11 @@ class Execution:
             for key, step in state.steps.items()
             if step.status in (m.COMPLETED, m.FAILED)
         }
+        self._max_state_bytes = max_state_bytes
+        self._state_bytes = sum(
+            _size(stored.output) for stored in self.memo.values() if stored.output is not None
+        )
+        self._fatal: errors.LimitError | None = None
 
     async def execute(self) -> protocol.Outcome:
         runtime_ms = self._checkpointing.max_runtime_ms if self._checkpointing else 0
@@ -106,6 +114,8 @@ class Execution:
             return protocol.Continue()
         self._checkpointer.next_step()
         retries = await self._run_steps(local)
+        if self._fatal is not None:
+            return protocol.Failed(protocol.ErrorInfo.from_exception(self._fatal))
         if retries:
             return protocol.Retrying(tuple(retries))
         return None
@@ -189,8 +199,23 @@ class Execution:
         problem = _output_problem(output, f"step {op.name!r} output")
         if problem is not None:
             return self._step_failed(op, errors.NonRetriableError(problem), attempt, started)
+        if not self._holds(op, output):
+            return None
         self._record(op, m.COMPLETED, attempt, started, output=output)
         return None
+
+    def _holds(self, op: r.PlannedOp, output: Any) -> bool:
+        """Whether the run's state has room for this output; if not, the run is to fail."""
+        size = _size(output)
+        if self._state_bytes + size <= self._max_state_bytes:
+            self._state_bytes += size
+            return True
+        self._fatal = errors.LimitError(
+            f"step {op.name!r} output ({size} bytes) would bring this run's state to "
+            f"{self._state_bytes + size} bytes; the limit is {self._max_state_bytes} bytes of "
+            "step outputs a run (TIDEFLOW_MAX_RUN_STATE_BYTES)"
+        )
+        return False
 
     def _step_failed(
         self, op: r.PlannedOp, exc: Exception, attempt: int, started: int
@@ -254,9 +279,14 @@ async def _call(op: r.PlannedOp) -> Any:
     return result
 
 
+def _size(value: Any) -> int:
+    """JSON bytes, as the store keeps them (raises for what JSON cannot hold)."""
+    return len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+
+
 def _output_problem(value: Any, what: str) -> str | None:
     try:
-        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+        size = _size(value)
     except (TypeError, ValueError) as exc:
         return f"{what} is not JSON-serialisable: {exc}"
     if size > r.MAX_STEP_OUTPUT_BYTES:

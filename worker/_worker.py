@@ -294,6 +294,7 @@ class Worker:
             checkpointing=function.checkpointing,
             checkpointer=checkpointer,
             step_timeout_s=self._settings.step_timeout_s,
+            max_state_bytes=self._settings.max_run_state_bytes,
             should_stop=lambda: self._stopping or run_id in self._cancelled,
         )
         try:

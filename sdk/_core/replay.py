@@ -16,6 +16,7 @@ from tideflow._middleware import (
     wire_records,
 )
 from tideflow._steps import (
+    MAX_RUN_STATE_BYTES,
     MAX_STEP_OUTPUT_BYTES,
     Interrupt,
     Pass,
@@ -25,6 +26,7 @@ from tideflow._steps import (
 )
 
 __all__ = [
+    "MAX_RUN_STATE_BYTES",
     "MAX_STEP_OUTPUT_BYTES",
     "Chain",
     "Context",

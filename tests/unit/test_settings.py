@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 import tideflow
+from tideflow._settings import Rate
 
 
 class _Recording(dict[str, str]):
@@ -51,3 +52,17 @@ def test_a_retention_that_is_not_a_duration_or_under_a_second_is_refused() -> No
         tideflow.Settings.from_env({"TIDEFLOW_RETENTION": "7 days"})
     with pytest.raises(tideflow.errors.ConfigError, match="TIDEFLOW_RETENTION: must be at least"):
         tideflow.Settings.from_env({"TIDEFLOW_RETENTION": "500ms"})
+
+
+def test_limits_settings_read_rates_and_refuse_what_is_not_one() -> None:
+    settings = tideflow.Settings.from_env(
+        {"TIDEFLOW_EVENT_KEY_RATE": "1000/s", "TIDEFLOW_MAX_BODY_BYTES": "1024"}
+    )
+    assert settings.event_key_rate == Rate(1000, 1000)
+    assert settings.max_body_bytes == 1024
+    assert tideflow.Settings.from_env({}).event_key_rate is None
+    assert tideflow.Settings.from_env({}).max_body_bytes == 10 * 1024 * 1024
+    assert Rate.parse("50/10s", field="f") == Rate(50, 10_000)
+    for bad in ("1000", "x/s", "0/s", "5/", "5/fortnight"):
+        with pytest.raises(tideflow.errors.ConfigError, match="TIDEFLOW_EVENT_KEY_RATE"):
+            tideflow.Settings.from_env({"TIDEFLOW_EVENT_KEY_RATE": bad})

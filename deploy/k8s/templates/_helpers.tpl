@@ -98,6 +98,14 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.config.sessionTtl | quote }}
 - name: TIDEFLOW_RETENTION
   value: {{ .Values.config.retention | quote }}
+- name: TIDEFLOW_DELIVERY_LIMIT
+  value: {{ .Values.config.deliveryLimit | int | quote }}
+- name: TIDEFLOW_MAX_BODY_BYTES
+  value: {{ .Values.config.maxBodyBytes | int | quote }}
+- name: TIDEFLOW_MAX_RUN_STATE_BYTES
+  value: {{ .Values.config.maxRunStateBytes | int | quote }}
+- name: TIDEFLOW_EVENT_KEY_RATE
+  value: {{ .Values.config.eventKeyRate | quote }}
 {{- end }}
 
 {{- define "tideflow.podSecurity" -}}
