@@ -41,6 +41,10 @@ class Settings:
     session_ttl_s: int = 12 * 3600
     """How long a dashboard login lasts."""
     connect_timeout_s: float = 120.0
+    fetch_concurrency: int = 32
+    """Offloaded requests (`step.fetch`, `step.ai.infer`) a worker makes at once."""
+    fetch_allow: tuple[str, ...] = ()
+    """Hosts offloaded requests may reach (`host`, `host:port`, `*.domain`); empty: any."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +107,8 @@ class Settings:
             connect_timeout_s=_number(env, "CONNECT_TIMEOUT_S", defaults.connect_timeout_s, float),
             step_timeout_s=_number(env, "STEP_TIMEOUT_S", defaults.step_timeout_s, float),
             shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_S", defaults.shutdown_grace_s, float),
+            fetch_concurrency=_number(env, "FETCH_CONCURRENCY", defaults.fetch_concurrency, int),
+            fetch_allow=_hosts(env.get("TIDEFLOW_FETCH_ALLOW", "")),
         )
 
     @classmethod
@@ -122,6 +128,17 @@ class Settings:
         logging.getLogger("httpx").setLevel(
             max(logging.WARNING, logging.getLevelName(self.log_level))
         )
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    hosts = tuple(host.strip().lower() for host in raw.split(",") if host.strip())
+    for host in hosts:
+        name = host.removeprefix("*.")
+        if not name or "/" in name or "*" in name or "://" in host:
+            raise errors.ConfigError(
+                f"TIDEFLOW_FETCH_ALLOW: {host!r} is not a host, host:port or *.domain"
+            )
+    return hosts
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -4,8 +4,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tideflow import Function, Settings, errors
 from tideflow._core import protocol
@@ -28,6 +29,7 @@ from tideflow.store import models as m
 from . import _metrics
 from ._checkpoint import Checkpointer
 from ._executor import Execution
+from ._offload import Offloader
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +47,13 @@ class Worker:
     (no new step starts) for up to `TIDEFLOW_SHUTDOWN_GRACE_S`, then abandons what still runs:
     nothing of an abandoned job is written, its lease lapses and the job runs elsewhere.
 
+    It also makes its apps' offloaded requests (`step.fetch`, `step.ai.infer`; see
+    `_offload`), up to `TIDEFLOW_FETCH_CONCURRENCY` at once, apart from its job slots.
+
     Args:
         functions: the functions this worker can run (of one or more apps).
         concurrency: jobs run at once; also the prefetch of each app queue.
+        environ: where the API keys of `ai.infer` adapters are read (default: the process's).
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class Worker:
         functions: Sequence[Function],
         concurrency: int = 10,
         clock: Callable[[], float] = time.time,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise errors.ConfigError(f"concurrency: must be at least 1, got {concurrency}")
@@ -77,6 +84,12 @@ class Worker:
         self._store_backoff = Backoff(base_s=_RETRY_S, cap_s=_RETRY_CAP_S)
         self.has_abandoned = False
         """True once a shutdown gave up on running jobs; their threads may still be going."""
+        self._offloader = Offloader(
+            broker=broker,
+            settings=settings,
+            apps=self._apps,
+            environ=os.environ if environ is None else environ,
+        )
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -96,6 +109,7 @@ class Worker:
                 routing_keys=[topology.jobs_key(app_id)],
             )
             logger.info("registered %d functions of app %s", len(functions), app_id)
+        await self._offloader.declare()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Registers, then runs jobs until `stop` is set, then drains (see the class)."""
@@ -108,6 +122,7 @@ class Worker:
         consumers.append(
             asyncio.create_task(self._store.heartbeat(self._owner, "worker", self._apps))
         )
+        consumers.append(asyncio.create_task(self._offloader.run(), name="tideflow-offload"))
         try:
             await stop.wait()
         finally:
