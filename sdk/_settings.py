@@ -128,6 +128,12 @@ class Settings:
         logging.getLogger("httpx").setLevel(
             max(logging.WARNING, logging.getLevelName(self.log_level))
         )
+        # The AMQP client's debug lines dump every frame, message bodies included (an
+        # `ai.infer` step's explicit API key travels in one): never below INFO.
+        for name in ("aiormq", "aio_pika"):
+            logging.getLogger(name).setLevel(
+                max(logging.INFO, logging.getLevelName(self.log_level))
+            )
 
 
 def _hosts(raw: str) -> tuple[str, ...]:
