@@ -191,6 +191,7 @@ async def test_ai_infer_records_model_prompt_and_usage_but_never_the_key(
     async with engine_for(client) as engine:
         result = await engine.finish({"name": "t/ai"})
         shown = (await engine.http.get(f"/v1/runs/{result.run['run_id']}/steps")).text
+        page = (await engine.http.get(f"/runs/{result.run['run_id']}")).text
 
     assert result.output == {"text": "hi there", "short": "hi"}, result.run
     (request,) = server.seen.requests
@@ -209,6 +210,11 @@ async def test_ai_infer_records_model_prompt_and_usage_but_never_the_key(
         {"args": ["hi there"], "kwargs": {"words": 1}},
     )
     assert SECRET not in shown
+    # The dashboard's run page shows the model, the token counts and the prompt; not the key.
+    assert "tiny-model" in page
+    assert "12 prompt · 5 completion" in page
+    assert "say hi" in page
+    assert SECRET not in page
 
 
 async def test_a_missing_api_key_fails_the_step_naming_the_variable(

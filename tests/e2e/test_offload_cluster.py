@@ -17,7 +17,7 @@ from cluster import ClusterOf
 from helpers import eventually
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "behaviour"))
-from http_fake import FakeServer, fake_server  # noqa: E402
+from http_fake import FakeServer, fake_server
 
 SECRET = "sk-e2e-4f1c9a7d-never-stored"
 
@@ -93,9 +93,7 @@ def test_offloaded_requests_survive_kills_and_are_never_repeated_once_recorded(
     cluster.workers[0].kill()
     cluster.start_worker()
     log = tmp_path / "bodies.log"
-    eventually(
-        lambda: log.exists() and "after" in log.read_text(), timeout_s=60, what="step after"
-    )
+    eventually(lambda: log.exists() and "after" in log.read_text(), timeout_s=60, what="step after")
     # and when that one is killed too, during a later step, a third finishes the run
     cluster.workers[1].kill()
     cluster.start_worker()

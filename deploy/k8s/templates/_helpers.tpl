@@ -96,6 +96,10 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.config.metricsAuth | quote }}
 - name: TIDEFLOW_SESSION_TTL
   value: {{ .Values.config.sessionTtl | quote }}
+- name: TIDEFLOW_FETCH_CONCURRENCY
+  value: {{ .Values.config.fetchConcurrency | int | quote }}
+- name: TIDEFLOW_FETCH_ALLOW
+  value: {{ .Values.config.fetchAllow | quote }}
 {{- end }}
 
 {{- define "tideflow.podSecurity" -}}
