@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 from tideflow import Settings, errors
-from tideflow._core import protocol
+from tideflow._core import protocol, sealing
 from tideflow._core.backoff import Backoff, pause
 from tideflow._core.protocol import ErrorInfo
 from tideflow._core.replay import MAX_STEP_OUTPUT_BYTES
@@ -65,6 +65,7 @@ class Offloader:
         self._allow = settings.fetch_allow
         self._concurrency = settings.fetch_concurrency
         self._seal = Seal(settings.signing_key)
+        self._signing_key = settings.signing_key
         self._slots = asyncio.Semaphore(self._concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -171,7 +172,14 @@ class Offloader:
         return _checked(output)
 
     async def _infer(self, http: httpx.AsyncClient, ask: protocol.AiInfer) -> Any:
-        key = ask.api_key or (self._environ.get(ask.api_key_env) if ask.api_key_env else None)
+        try:
+            key = (
+                sealing.open_key(ask.api_key, self._signing_key)
+                if ask.api_key
+                else (self._environ.get(ask.api_key_env) if ask.api_key_env else None)
+            )
+        except errors.SignatureError as exc:
+            raise _Failure(ErrorInfo("FetchError", str(exc)), is_retriable=False) from None
         if not key:
             raise _Failure(
                 ErrorInfo(

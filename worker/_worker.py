@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from tideflow import Function, Settings, errors
-from tideflow._core import protocol
+from tideflow._core import protocol, sealing
 from tideflow._core.backoff import Backoff, pause
 from tideflow._core.ids import new_id
 from tideflow._core.tasks import cancel_and_wait
@@ -223,6 +223,8 @@ class Worker:
         try:
             with _metrics.JOB_SECONDS.time(), _metrics.JOBS_IN_FLIGHT.track_inprogress():
                 outcome = await self._execute(function, state, checkpointer)
+            # An explicit ai.infer key goes through the outcome's row encrypted, if it can.
+            outcome = sealing.seal_outcome(outcome, self._settings.signing_key)
             steps, events = await checkpointer.take_rest()
         except BaseException:
             await checkpointer.abandon()

@@ -85,6 +85,9 @@ def test_offloaded_requests_survive_kills_and_are_never_repeated_once_recorded(
         app=APP.format(url=server.url, key=SECRET), known_function="offload-flow", lease_s=2
     )
     cluster.env["TIDEFLOW_LOG_LEVEL"] = "DEBUG"  # not even a debug line shows the key
+    # With a signing key, as a cluster has, the key also leaves the worker sealed.
+    cluster.env["TIDEFLOW_SIGNING_KEY"] = "e2e-signing-key"
+    cluster.api.http.headers["Authorization"] = "Bearer e2e-signing-key"
     cluster.start(schedulers=1, workers=1)
     (event_id,) = cluster.send([{"name": "offload/go"}])
     eventually(lambda: server.seen.in_flight == 1, what="the slow request to be in flight")

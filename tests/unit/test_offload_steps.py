@@ -3,10 +3,12 @@ request; their settings and adapters refuse bad values when made."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import tideflow
+from tideflow._core import protocol, sealing
 from tideflow.testing import TestEngine
 
 client = tideflow.Client(app_id="unit")
@@ -98,3 +100,23 @@ def test_adapters_refuse_an_empty_model_and_a_base_url_that_is_not_http() -> Non
     with pytest.raises(tideflow.errors.ConfigError, match=r"base_url: must be an http\(s\) URL"):
         tideflow.ai.OpenAI("m", base_url="localhost:8000")
     assert KEY not in repr(tideflow.ai.Anthropic("m", api_key=KEY))
+
+
+def test_an_explicit_api_key_leaves_the_worker_sealed_under_the_signing_key() -> None:
+    ask = tideflow.ai.OpenAI("m", api_key=KEY).ask({"messages": []}, timeout_ms=1000)
+    outcome = protocol.Suspended((protocol.StepRequest("h", "ask", ask),))
+
+    sealed = sealing.seal_outcome(outcome, "the-signing-key")
+
+    assert KEY not in json.dumps(protocol.encode(sealed))
+    decoded = protocol.decode(protocol.encode(sealed))
+    assert isinstance(decoded, protocol.Suspended)
+    (request,) = decoded.requests
+    assert isinstance(request.ask, protocol.AiInfer)
+    assert request.ask.api_key is not None
+    assert sealing.open_key(request.ask.api_key, "the-signing-key") == KEY
+    with pytest.raises(tideflow.errors.SignatureError, match="cannot open"):
+        sealing.open_key(request.ask.api_key, "another-key")
+    # Without a signing key there is nothing to seal with: the key goes as it is.
+    assert sealing.seal_outcome(outcome, None) == outcome
+    assert sealing.open_key(KEY, None) == KEY
