@@ -120,3 +120,18 @@ def test_an_explicit_api_key_leaves_the_worker_sealed_under_the_signing_key() ->
     # Without a signing key there is nothing to seal with: the key goes as it is.
     assert sealing.seal_outcome(outcome, None) == outcome
     assert sealing.open_key(KEY, None) == KEY
+
+
+def test_a_plain_handler_has_the_same_offloaded_steps() -> None:
+    @client.create_function(fn_id="plain", trigger=tideflow.TriggerEvent(event="u/plain"))
+    def plain(ctx: tideflow.SyncContext) -> Any:
+        page = ctx.step.fetch("page", "http://example.com/", method="POST", body="raw text")
+        answer = ctx.step.ai.infer("ask", adapter=tideflow.ai.OpenAI("m"), body={"messages": []})
+        return [page["status"], answer["id"], ctx.step.ai.wrap("wrap", str.upper, "x")]
+
+    outcome = TestEngine(plain).execute_sync(
+        steps={"page": {"status": 201, "headers": {}, "body": ""}, "ask": {"id": "c1"}}
+    )
+
+    assert outcome.result == [201, "c1", "X"]
+    assert outcome.calls[0].args[0]["body"] == "raw text"
