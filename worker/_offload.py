@@ -27,6 +27,8 @@ from tideflow._core.protocol import ErrorInfo
 from tideflow._core.replay import MAX_STEP_OUTPUT_BYTES
 from tideflow.broker import Broker, Delivery, Seal, decode_offload, offloaded_message, topology
 
+from . import _metrics
+
 logger = logging.getLogger(__name__)
 
 _RETRY_S = 0.2
@@ -139,12 +141,16 @@ class Offloader:
     ) -> protocol.OffloadResult:
         """Makes `job`'s request; what it came to."""
         try:
-            if isinstance(job.ask, protocol.Fetch):
-                output = await self._fetch(http, job.ask)
-            else:
-                output = await self._infer(http, job.ask)
+            with _metrics.OFFLOADED_IN_FLIGHT.track_inprogress():
+                if isinstance(job.ask, protocol.Fetch):
+                    output = await self._fetch(http, job.ask)
+                else:
+                    output = await self._infer(http, job.ask)
         except _Failure as failure:
+            result = "attempt_failed" if failure.is_retriable else "refused"
+            _metrics.OFFLOADED.labels(job.ask.op, result).inc()
             return job.result(error=failure.error, is_retriable=failure.is_retriable)
+        _metrics.OFFLOADED.labels(job.ask.op, "ok").inc()
         return job.result(output)
 
     async def _fetch(self, http: httpx.AsyncClient, ask: protocol.Fetch) -> Any:

@@ -9,12 +9,20 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import prometheus_client
 import pytest
 import tideflow
 from http_fake import USAGE, FakeServer, fake_server
 from tideflow.testing import EngineFactory
 
 SECRET = "sk-test-0123456789-never-stored"
+
+
+def _offloaded(result: str) -> float:
+    sample = prometheus_client.REGISTRY.get_sample_value(
+        "tideflow_worker_offloaded_requests_total", {"op": "fetch", "result": result}
+    )
+    return sample or 0.0
 
 
 @pytest.fixture
@@ -81,6 +89,7 @@ async def test_5xx_answers_are_failed_attempts_retried_with_the_steps_retries(
             return {"recovered": recovered["body"], "error": exc.name}
         return None
 
+    failed_before = _offloaded("attempt_failed")
     async with engine_for(client) as engine:
         result = await engine.finish({"name": "t/flaky"}, timeout_s=20)
 
@@ -93,6 +102,8 @@ async def test_5xx_answers_are_failed_attempts_retried_with_the_steps_retries(
     assert (never["status"], never["attempt"]) == ("Failed", 3)
     assert never["error"]["name"] == "FetchServerError"
     assert "503" in never["error"]["message"]
+    # 2 failed attempts of one step, and all 4 of the other
+    assert _offloaded("attempt_failed") - failed_before == 6
 
 
 async def test_bad_input_and_an_oversized_response_fail_the_step_with_a_clear_error(
