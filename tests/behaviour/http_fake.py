@@ -125,6 +125,19 @@ def _chat(query: dict[str, str], body: str, hits: int, headers: Any) -> Answer:
     return 200, answer, JSON_TYPE
 
 
+def _messages(query: dict[str, str], body: str, hits: int, headers: Any) -> Answer:
+    request = json.loads(body)
+    answer = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": request["model"],
+        "content": [{"type": "text", "text": "bonjour"}],
+        "usage": {"input_tokens": 7, "output_tokens": 3},
+    }
+    return 200, answer, JSON_TYPE
+
+
 _ROUTES: dict[str, Callable[[dict[str, str], str, int, Any], Answer]] = {
     "/json": lambda *_: (200, {"hello": "world"}, JSON_TYPE),
     "/echo": _echo,
@@ -134,6 +147,7 @@ _ROUTES: dict[str, Callable[[dict[str, str], str, int, Any], Answer]] = {
     "/flaky": _flaky,
     "/big": lambda *_: (200, "x" * (5 * 1024 * 1024), "text/plain"),
     "/v1/chat/completions": _chat,
+    "/v1/messages": _messages,
 }
 
 

@@ -197,18 +197,29 @@ async def test_ai_infer_records_model_prompt_and_usage_but_never_the_key(
         answer = await ctx.step.ai.infer("ask", adapter=adapter, body={"messages": messages})
         text = answer["choices"][0]["message"]["content"]
         short = await ctx.step.ai.wrap("shorten", summarise, text, words=1)
-        return {"text": text, "short": short}
+        claude = tideflow.ai.Anthropic("claude-tiny", api_key=SECRET, base_url=f"{server.url}/v1")
+        reply = await ctx.step.ai.infer(
+            "ask-claude", adapter=claude, body={"max_tokens": 10, "messages": messages}
+        )
+        return {"text": text, "short": short, "claude": reply["content"][0]["text"]}
 
     async with engine_for(client) as engine:
         result = await engine.finish({"name": "t/ai"})
         shown = (await engine.http.get(f"/v1/runs/{result.run['run_id']}/steps")).text
         page = (await engine.http.get(f"/runs/{result.run['run_id']}")).text
 
-    assert result.output == {"text": "hi there", "short": "hi"}, result.run
-    (request,) = server.seen.requests
+    assert result.output == {"text": "hi there", "short": "hi", "claude": "bonjour"}, result.run
+    request, to_claude = server.seen.requests
     assert request["headers"]["Authorization"] == f"Bearer {SECRET}"
     assert json.loads(request["body"]) == {"model": "tiny-model", "messages": messages}
-    ask, shorten = result.steps
+    assert to_claude["headers"]["x-api-key"] == SECRET
+    assert to_claude["headers"]["anthropic-version"] == "2023-06-01"
+    ask, shorten, ask_claude = result.steps
+    assert ask_claude["ai"] == {
+        "model": "claude-tiny",
+        "prompt": messages,
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+    }
     assert ask["op"] == "ai_infer"
     assert ask["ai"] == {
         "model": "tiny-model",
