@@ -5,6 +5,7 @@ server this test starts, on every backend."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,7 @@ import prometheus_client
 import pytest
 import tideflow
 from http_fake import USAGE, FakeServer, fake_server
-from tideflow.testing import EngineFactory
+from tideflow.testing import Engine, EngineFactory
 
 SECRET = "sk-test-0123456789-never-stored"
 
@@ -23,6 +24,15 @@ def _offloaded(result: str) -> float:
         "tideflow_worker_offloaded_requests_total", {"op": "fetch", "result": result}
     )
     return sample or 0.0
+
+
+async def _until_waiting(engine: Engine, run_id: str) -> dict[str, Any]:
+    for _ in range(500):
+        steps = await engine.steps(run_id)
+        if steps and steps[0]["status"] == "Waiting":
+            return steps[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"run {run_id} never waited on its fetch")
 
 
 @pytest.fixture
@@ -175,12 +185,16 @@ async def test_runs_waiting_on_fetches_hold_no_concurrency_slot(
     async with engine_for(client) as engine:
         ids = await engine.send(*[{"name": "t/slow", "data": {"n": n}} for n in range(20)])
         runs = [run for event_id in ids for run in await engine.wait_for_runs(event_id)]
+        waiting = await _until_waiting(engine, runs[0]["run_id"])
+        page = (await engine.http.get(f"/runs/{runs[0]['run_id']}")).text
         ended = [await engine.wait_for_run(run["run_id"], timeout_s=30) for run in runs]
 
     assert [run["output"] for run in ended] == [{"slow": True}] * 20
     # Holding a slot while it waited, a run would let one other in: two requests at a time,
     # ten rounds. None held, all 20 were in flight together.
     assert server.seen.peak == 20
+    assert (waiting["op"], waiting["input"]["url"]) == ("fetch", f"{server.url}/slow?s=2")
+    assert "The engine is making its request" in page
 
 
 async def test_ai_infer_records_model_prompt_and_usage_but_never_the_key(
