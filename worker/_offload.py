@@ -150,6 +150,10 @@ class Offloader:
             result = "attempt_failed" if failure.is_retriable else "refused"
             _metrics.OFFLOADED.labels(job.ask.op, result).inc()
             return job.result(error=failure.error, is_retriable=failure.is_retriable)
+        except Exception as exc:  # a request this loop cannot make must not stay unanswered
+            logger.exception("offloaded step %s of run %s failed", job.name, job.run_id)
+            _metrics.OFFLOADED.labels(job.ask.op, "refused").inc()
+            return job.result(error=ErrorInfo.from_exception(exc))
         _metrics.OFFLOADED.labels(job.ask.op, "ok").inc()
         return job.result(output)
 
