@@ -13,7 +13,11 @@ from ._messages import (
     JobMessage,
     OutcomeMessage,
     Seal,
+    decode_offload,
+    decode_offloaded,
     event_message,
+    offload_message,
+    offloaded_message,
     publish_events,
 )
 
@@ -31,7 +35,11 @@ __all__ = [
     "OutcomeMessage",
     "Seal",
     "create_broker",
+    "decode_offload",
+    "decode_offloaded",
     "event_message",
+    "offload_message",
+    "offloaded_message",
     "publish_events",
     "topology",
 ]

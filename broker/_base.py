@@ -174,5 +174,10 @@ async def declare_fixed_topology(broker: Broker) -> None:
         routing_keys=[topology.OUTCOMES_KEY],
     )
     await broker.declare_queue(
+        topology.SCHEDULER_OFFLOADED_QUEUE,
+        exchange=topology.INTERNAL_EXCHANGE,
+        routing_keys=[topology.OFFLOADED_KEY],
+    )
+    await broker.declare_queue(
         topology.DEAD_LETTER_QUEUE, exchange=topology.INTERNAL_EXCHANGE, routing_keys=["dead"]
     )

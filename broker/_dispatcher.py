@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from tideflow import errors
+from tideflow._core import protocol
 
 from . import _topology as topology
 from ._base import Broker
-from ._messages import CancelNotice, JobMessage, Seal, publish_events
+from ._messages import CancelNotice, JobMessage, Seal, offload_message, publish_events
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +47,21 @@ class Changes(Protocol):
     def events(self) -> Sequence[_Event]: ...
     @property
     def cancelled(self) -> Sequence[_Run]: ...
+    @property
+    def offloads(self) -> Sequence[protocol.OffloadJob]: ...
 
 
 class Dispatcher:
-    """Publishes what committed changes ask for: step jobs to their app's queue, events to the
-    exchange, cancel notices to the app's workers. A lost publish is recovered by the
-    scheduler's sweeper (and a lost notice by the worker's next write), so failures here are
-    only logged."""
+    """Publishes what committed changes ask for: step jobs and offloaded requests to their app's
+    queues, events to the exchange, cancel notices to the app's workers. A lost publish is
+    recovered by the scheduler's sweeper (a lost offloaded request by its step's deadline, and
+    a lost notice by the worker's next write), so failures here are only logged."""
 
     def __init__(self, broker: Broker, seal: Seal) -> None:
         self._broker = broker
         self._seal = seal
         self._declared: set[str] = set()
+        self._declared_offload: set[str] = set()
 
     async def publish(self, changes: Changes) -> None:
         try:
@@ -68,10 +72,18 @@ class Dispatcher:
                     routing_keys=[topology.jobs_key(app_id)],
                 )
                 self._declared.add(app_id)
+            for app_id in {job.app_id for job in changes.offloads} - self._declared_offload:
+                await self._broker.declare_queue(
+                    topology.offload_queue(app_id),
+                    exchange=topology.INTERNAL_EXCHANGE,
+                    routing_keys=[topology.offload_key(app_id)],
+                )
+                self._declared_offload.add(app_id)
             messages = [
                 JobMessage(j.job_id, j.run_id, j.function_id, j.app_id).to_message(self._seal)
                 for j in changes.jobs
             ]
+            messages.extend(offload_message(job, self._seal) for job in changes.offloads)
             by_app: dict[str, list[str]] = {}
             for run in changes.cancelled:
                 by_app.setdefault(run.app_id, []).append(run.run_id)

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgpack
 from tideflow import errors
+from tideflow._core import protocol
 
 from . import _topology as topology
 from ._base import Broker, Message
@@ -86,6 +87,35 @@ class OutcomeMessage:
         if not (isinstance(fields, list) and 0 < len(fields) <= _MAX_OUTCOMES):
             raise ValueError(f"expected an array of 1 to {_MAX_OUTCOMES} strings")
         return cls(tuple(_text(field) for field in fields))
+
+
+def offload_message(job: protocol.OffloadJob, seal: Seal = _PLAIN) -> Message:
+    """Hands an offloaded request to the offload loops of its app. Sealed like a job, since it
+    may carry an API key."""
+    body = seal.close(msgpack.packb(job.encode()))
+    return Message(
+        topology.INTERNAL_EXCHANGE,
+        topology.offload_key(job.app_id),
+        body,
+        message_id=f"{job.run_id}:{job.step_hash}:{job.attempt}",
+    )
+
+
+def decode_offload(body: bytes, seal: Seal = _PLAIN) -> protocol.OffloadJob:
+    """The job in an offload message. Raises `ValueError`, `TypeError` or `SignatureError`."""
+    return protocol.OffloadJob.decode(msgpack.unpackb(seal.open(body)))
+
+
+def offloaded_message(result: protocol.OffloadResult, seal: Seal = _PLAIN) -> Message:
+    """Tells the scheduler what an offloaded request came to."""
+    body = seal.close(msgpack.packb(result.encode()))
+    return Message(topology.INTERNAL_EXCHANGE, topology.OFFLOADED_KEY, body)
+
+
+def decode_offloaded(body: bytes, seal: Seal = _PLAIN) -> protocol.OffloadResult:
+    """The result in an offloaded message. Raises `ValueError`, `TypeError` or
+    `SignatureError`."""
+    return protocol.OffloadResult.decode(msgpack.unpackb(seal.open(body)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,11 @@ REALTIME_EXCHANGE = "tideflow.realtime"
 now; nothing is kept for absent ones."""
 SCHEDULER_EVENTS_QUEUE = "tideflow.scheduler.events"
 SCHEDULER_OUTCOMES_QUEUE = "tideflow.scheduler.outcomes"
+SCHEDULER_OFFLOADED_QUEUE = "tideflow.scheduler.offloaded"
+"""What offloaded requests (`step.fetch`, `step.ai.infer`) came to."""
 DEAD_LETTER_QUEUE = "tideflow.dead"
 OUTCOMES_KEY = "outcomes"
+OFFLOADED_KEY = "offloaded"
 
 
 def jobs_queue(app_id: str) -> str:
@@ -21,6 +24,14 @@ def jobs_queue(app_id: str) -> str:
 
 def jobs_key(app_id: str) -> str:
     return f"jobs.{app_id}"
+
+
+def offload_queue(app_id: str) -> str:
+    return f"tideflow.offload.{app_id}"
+
+
+def offload_key(app_id: str) -> str:
+    return f"offload.{app_id}"
 
 
 def cancel_key(app_id: str) -> str:

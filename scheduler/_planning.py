@@ -19,6 +19,7 @@ from tideflow.store import models as m
 from . import _backoff as backoff
 from . import _cancellation as cancellation
 from . import _holding as holding
+from . import _offload as offload
 from . import _system_events as system_events
 from ._registry import FunctionSpec, Registry
 from .flow import cancel as cancel_rule
@@ -149,7 +150,7 @@ def plan_outcome(
         case protocol.Continue():
             return [m.Dispatch(run.run_id)]
         case protocol.Suspended(requests=requests):
-            return [_wait_change(run, request, now) for request in requests]
+            return [_wait_change(run, request, now, outcome.job.attempt) for request in requests]
         case protocol.Errored(error=error, retry_after_ms=retry_after_ms):
             spec = registry.get(run.function_id)
             if run.attempt >= (spec.retries if spec is not None else 0):
@@ -217,12 +218,16 @@ def _step_retry(
     return m.ScheduleRetry(run.run_id, timer, step=step)
 
 
-def _wait_change(run: m.RunRecord, request: protocol.StepRequest, now: int) -> m.AddWait:
+def _wait_change(
+    run: m.RunRecord, request: protocol.StepRequest, now: int, attempt: int
+) -> m.AddWait:
     key, ask = request.hash, request.ask
     step = m.StepRecord(
         hash=key, name=request.name, op=ask.op, status=m.STEP_WAITING, started_at=now
     )
     change = m.AddWait(step=step, run_id=run.run_id)
+    if isinstance(ask, (protocol.Fetch, protocol.AiInfer)):
+        return offload.wait(run, request, ask, change, now, attempt)
     if isinstance(ask, protocol.Sleep):
         change.timer = m.TimerRecord(new_id(now), m.TIMER_SLEEP, run.run_id, key, ask.until_ms)
         return change
@@ -260,12 +265,30 @@ def _wait_change(run: m.RunRecord, request: protocol.StepRequest, now: int) -> m
     return change
 
 
+def plan_offloaded(
+    result: protocol.OffloadResult,
+    registry: Registry,
+    *,
+    now: int,
+    backoff_base_ms: int,
+    rng: random.Random | None = None,
+) -> list[m.Change]:
+    """What an offloaded request's result changes: its step completes (a response, a 4xx
+    included), fails for good, or has its attempt counted and retried after a backoff."""
+    spec = registry.get(result.function_id)
+    retries = spec.retries if spec is not None else 0
+    return offload.on_result(result, retries, now, backoff_base_ms, rng)
+
+
 def plan_timer(
     timer: m.TimerRecord, registry: Registry, now: int, *, env: str = ""
 ) -> list[m.Change]:
     """The changes a due timer makes (for cron: the tick's event and the next tick)."""
     if timer.kind == m.TIMER_SLEEP:
         return [m.ResolveStep(timer.run_id, timer.step_hash, require_wait=False)]
+    if timer.kind == m.TIMER_WAIT and timer.payload.get("op") in protocol.OFFLOADED_OPS:
+        spec = registry.get(str(timer.payload.get("function_id")))
+        return offload.lost(timer, spec.retries if spec is not None else 0, now)
     if timer.kind == m.TIMER_WAIT:
         error = None
         if timer.payload.get("op") == protocol.OP_INVOKE:

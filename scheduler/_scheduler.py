@@ -9,11 +9,20 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from tideflow import Settings, errors
+from tideflow._core import protocol
 from tideflow._core.backoff import Backoff, log_failure, pause
 from tideflow._core.ids import new_id
 from tideflow._core.protocol import ErrorInfo
 from tideflow._core.tasks import cancel_and_wait
-from tideflow.broker import Broker, Delivery, Dispatcher, OutcomeMessage, Seal, topology
+from tideflow.broker import (
+    Broker,
+    Delivery,
+    Dispatcher,
+    OutcomeMessage,
+    Seal,
+    decode_offloaded,
+    topology,
+)
 from tideflow.store import Store, views
 from tideflow.store import metrics as store_metrics
 from tideflow.store import models as m
@@ -90,6 +99,9 @@ class Scheduler:
             "events": lambda: self._consume(topology.SCHEDULER_EVENTS_QUEUE, self._handle_events),
             "outcomes": lambda: self._consume(
                 topology.SCHEDULER_OUTCOMES_QUEUE, self._handle_outcomes
+            ),
+            "offloaded": lambda: self._consume(
+                topology.SCHEDULER_OFFLOADED_QUEUE, self._handle_offloaded
             ),
             "timers": self._timers_loop,
             "sweeper": self._sweeper_loop,
@@ -259,6 +271,41 @@ class Scheduler:
             logger.exception("bad outcome of job %s", outcome.job.job_id)
             error = ErrorInfo("EngineError", f"unplannable job outcome: {exc!r}")
             return [m.FinishRun(outcome.run.run_id, m.FAILED, error=error)]
+
+    # Offloaded requests' results
+
+    async def _handle_offloaded(self, batch: list[Delivery]) -> None:
+        results = []
+        for delivery in list(batch):
+            try:
+                results.append(decode_offloaded(delivery.body, self._seal))
+            except (ValueError, TypeError, errors.SignatureError) as exc:
+                batch.remove(delivery)
+                await delivery.dead_letter(f"not an offloaded result message: {exc}")
+        await self.process_offloaded(results)
+
+    async def process_offloaded(self, results: Sequence[protocol.OffloadResult]) -> None:
+        if not results:
+            return
+        if any(self._registry.get(result.function_id) is None for result in results):
+            await self._registry.refresh(self._store)
+        now = self.now_ms()
+        batch = [
+            planning.plan_offloaded(
+                result,
+                self._registry,
+                now=now,
+                backoff_base_ms=self._settings.retry_backoff_base_ms,
+                rng=self._rng,
+            )
+            for result in results
+        ]
+        published = m.Applied()
+        for applied in await self._store.apply_changes(batch, now):
+            published.extend(applied)
+        if any(isinstance(change, m.ScheduleRetry) for changes in batch for change in changes):
+            self._timer_wakeup.set()
+        await self._publish(published)
 
     # Timers
 

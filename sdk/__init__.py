@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import encryption, errors, realtime
+from . import ai, encryption, errors, realtime
 from ._checkpointing import Checkpointing
 from ._client import Client
-from ._context import Context, Group, Step, SyncContext, SyncGroup, SyncStep
+from ._context import AiSteps, Context, Group, Step, SyncAiSteps, SyncContext, SyncGroup, SyncStep
 from ._dependencies import Dependencies
 from ._event import Event
 from ._flow_control import (
@@ -49,6 +49,7 @@ JSON = Any
 
 __all__ = [
     "JSON",
+    "AiSteps",
     "Batch",
     "Cancel",
     "Checkpointing",
@@ -78,6 +79,7 @@ __all__ = [
     "StepSync",
     "StepTimeout",
     "StoredStep",
+    "SyncAiSteps",
     "SyncContext",
     "SyncGroup",
     "SyncStep",
@@ -87,6 +89,7 @@ __all__ = [
     "TransformOutputResult",
     "TriggerCron",
     "TriggerEvent",
+    "ai",
     "encryption",
     "errors",
     "realtime",

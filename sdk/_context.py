@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -70,6 +71,49 @@ class _StepCalls:
         )
         return result
 
+    def _fetch(
+        self,
+        step_id: str,
+        url: str,
+        method: str,
+        headers: dict[str, str] | None,
+        body: Any,
+        timeout: _Duration | None,
+    ) -> Any:
+        return self._offload(
+            step_id,
+            protocol.OP_FETCH,
+            lambda: steps.fetch_ask(
+                url, method=method, headers=headers, body=body, timeout=timeout
+            ),
+        )
+
+    def _infer(self, step_id: str, adapter: Any, body: Any, timeout: _Duration | None) -> Any:
+        return self._offload(
+            step_id, protocol.OP_AI_INFER, lambda: steps.infer_ask(adapter, body, timeout)
+        )
+
+    def _offload(self, step_id: str, op: str, build: Callable[[], protocol.Offload]) -> Any:
+        try:
+            ask = build()
+        except errors.FetchError as exc:
+            # Bad input fails the step (the handler sees a StepError), as a bad result would.
+            return self._state.resolve(step_id, op, handler=functools.partial(_raise, exc))
+        return self._ask(step_id, ask)
+
+    def _wrap(
+        self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if not callable(fn):
+            raise TypeError(f"step {step_id!r}: fn must be callable, got {fn!r}")
+        return self._state.resolve(
+            step_id,
+            protocol.OP_AI_WRAP,
+            handler=functools.partial(fn, **kwargs),
+            args=args,
+            input=steps.wrap_input(args, kwargs),
+        )
+
     def _qualified(self, function_id: str, app_id: str | None) -> str:
         return f"{app_id or self._state.app_id}-{function_id}"
 
@@ -82,8 +126,96 @@ class _StepCalls:
         return value
 
 
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+class AiSteps:
+    """`ctx.step.ai` of an `async def` handler: model calls as steps."""
+
+    def __init__(self, calls: _StepCalls) -> None:
+        self._calls = calls
+
+    async def infer(
+        self,
+        step_id: str,
+        *,
+        adapter: Any,
+        body: dict[str, Any],
+        timeout: _Duration | None = None,
+    ) -> Any:
+        """Has the engine send `body` to the model provider `adapter` names
+        (`tideflow.ai.OpenAI` or `tideflow.ai.Anthropic`), and returns the provider's JSON
+        response, memoized. The run holds no worker and no concurrency slot meanwhile. The
+        prompt, the model and the token usage are recorded on the step; the API key is not.
+
+        Network errors, timeouts, 429 and 5xx answers are failed attempts, retried like any
+        step; another 4xx answer fails the step. Raises `StepError` (in the handler) when the
+        step has failed for good, e.g. with a `FetchError` for bad input.
+        """
+        return await self._calls._settled(self._calls._infer(step_id, adapter, body, timeout))
+
+    async def wrap(self, step_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Runs `fn(*args, **kwargs)` (an AI SDK call, say) in the worker as a step, recording
+        its arguments as the step's input; returns its JSON-serialisable result, memoized.
+        Raises `StepError` when the step has failed for good."""
+        return await self._calls._settled(self._calls._wrap(step_id, fn, args, kwargs))
+
+
+class SyncAiSteps:
+    """`ctx.step.ai` of a plain `def` handler: the same methods, synchronous."""
+
+    def __init__(self, calls: _StepCalls) -> None:
+        self._calls = calls
+
+    def infer(
+        self,
+        step_id: str,
+        *,
+        adapter: Any,
+        body: dict[str, Any],
+        timeout: _Duration | None = None,
+    ) -> Any:
+        """`AiSteps.infer`, synchronous. Raises `StepError` when the step has failed for good."""
+        return self._calls._settled_blocking(self._calls._infer(step_id, adapter, body, timeout))
+
+    def wrap(self, step_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`AiSteps.wrap`, synchronous. Raises `StepError` when the step has failed for good."""
+        return self._calls._settled_blocking(self._calls._wrap(step_id, fn, args, kwargs))
+
+
 class Step(_StepCalls):
-    """The step API of an `async def` handler. Every method is memoized by its step id."""
+    """The step API of an `async def` handler. Every method is memoized by its step id.
+
+    Attributes:
+        ai: model calls as steps (`ai.infer`, `ai.wrap`).
+    """
+
+    def __init__(self, state: Pass) -> None:
+        super().__init__(state)
+        self.ai = AiSteps(self)
+
+    async def fetch(
+        self,
+        step_id: str,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        timeout: _Duration | None = None,
+    ) -> Any:
+        """Has the engine make an HTTP request (not this worker) and returns
+        `{"status", "headers", "body"}`, memoized: a replay never repeats it. `body` is sent as
+        it is when a string, else as JSON; the response's `body` is JSON when it is JSON, else
+        text. The run holds no worker and no concurrency slot meanwhile.
+
+        Network errors, timeouts (default 30 s) and 5xx answers are failed attempts, retried
+        like any step; a 4xx answer is returned. Raises `StepError` (in the handler) when the
+        step has failed for good, e.g. with a `FetchError` for a URL that is not http(s), a body
+        that is not JSON, a host `TIDEFLOW_FETCH_ALLOW` does not list, a response over 4 MiB.
+        """
+        return await self._settled(self._fetch(step_id, url, method, headers, body, timeout))
 
     async def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
         """Runs `handler(*args)` once for this run and returns its JSON-serialisable result.
@@ -164,7 +296,28 @@ class Step(_StepCalls):
 
 
 class SyncStep(_StepCalls):
-    """The step API of a plain `def` handler: the same methods, synchronous."""
+    """The step API of a plain `def` handler: the same methods, synchronous.
+
+    Attributes:
+        ai: model calls as steps (`ai.infer`, `ai.wrap`).
+    """
+
+    def __init__(self, state: Pass) -> None:
+        super().__init__(state)
+        self.ai = SyncAiSteps(self)
+
+    def fetch(
+        self,
+        step_id: str,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        timeout: _Duration | None = None,
+    ) -> Any:
+        """`Step.fetch`, synchronous. Raises `StepError` when the step has failed for good."""
+        return self._settled_blocking(self._fetch(step_id, url, method, headers, body, timeout))
 
     def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
         """Runs `handler(*args)` once for this run and returns its JSON-serialisable result."""

@@ -109,6 +109,10 @@ class Settings:
     often (its consumer died each time) goes to the dead letters, reason "delivery limit"."""
     retention_ms: int = 7 * 86_400_000
     """How long finished runs, their steps, and events that started no live run are kept."""
+    fetch_concurrency: int = 32
+    """Offloaded requests (`step.fetch`, `step.ai.infer`) a worker makes at once."""
+    fetch_allow: tuple[str, ...] = ()
+    """Hosts offloaded requests may reach (`host`, `host:port`, `*.domain`); empty: any."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -191,6 +195,8 @@ class Settings:
             delivery_limit=_number(env, "DELIVERY_LIMIT", defaults.delivery_limit, int),
             step_timeout_s=_number(env, "STEP_TIMEOUT_S", defaults.step_timeout_s, float),
             shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_S", defaults.shutdown_grace_s, float),
+            fetch_concurrency=_number(env, "FETCH_CONCURRENCY", defaults.fetch_concurrency, int),
+            fetch_allow=_hosts(env.get("TIDEFLOW_FETCH_ALLOW", "")),
         )
 
     @classmethod
@@ -211,6 +217,23 @@ class Settings:
         logging.getLogger("httpx").setLevel(
             max(logging.WARNING, logging.getLevelName(self.log_level))
         )
+        # The AMQP client's debug lines dump every frame, message bodies included (an
+        # `ai.infer` step's explicit API key travels in one): never below INFO.
+        for name in ("aiormq", "aio_pika"):
+            logging.getLogger(name).setLevel(
+                max(logging.INFO, logging.getLevelName(self.log_level))
+            )
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    hosts = tuple(host.strip().lower() for host in raw.split(",") if host.strip())
+    for host in hosts:
+        name = host.removeprefix("*.")
+        if not name or "/" in name or "*" in name or "://" in host:
+            raise errors.ConfigError(
+                f"TIDEFLOW_FETCH_ALLOW: {host!r} is not a host, host:port or *.domain"
+            )
+    return hosts
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import datetime
+import json
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +51,8 @@ class PlannedOp:
     handler: Callable[..., Any] | None = None
     args: tuple[Any, ...] = ()
     events: tuple[dict[str, Any], ...] = ()
+    input: Any = None
+    """What the step records as its input (`ai.wrap`'s arguments)."""
 
     @property
     def is_local(self) -> bool:
@@ -204,6 +208,91 @@ def invoke_ask(
         data=data or {},
         timeout_ms=None if timeout is None else to_ms(timeout, field="timeout"),
     )
+
+
+DEFAULT_FETCH_TIMEOUT_MS = 30_000
+DEFAULT_INFER_TIMEOUT_MS = 120_000
+
+
+def fetch_ask(
+    url: Any,
+    *,
+    method: Any,
+    headers: Any,
+    body: Any,
+    timeout: datetime.timedelta | int | str | None,
+) -> protocol.Fetch:
+    """`step.fetch`'s request, checked. Raises `FetchError` naming what is wrong."""
+    check_url(url)
+    if not isinstance(method, str) or not method.isalpha():
+        raise errors.FetchError(f"fetch method must be an HTTP method name, got {method!r}")
+    return protocol.Fetch(
+        url=url,
+        method=method.upper(),
+        headers=_headers(headers),
+        body=_json_body(body),
+        timeout_ms=_timeout_ms(timeout, DEFAULT_FETCH_TIMEOUT_MS),
+    )
+
+
+def infer_ask(
+    adapter: Any, body: Any, timeout: datetime.timedelta | int | str | None
+) -> protocol.AiInfer:
+    """`step.ai.infer`'s request, checked. Raises `FetchError` naming what is wrong."""
+    from .ai import Adapter
+
+    if not isinstance(adapter, Adapter):
+        raise errors.FetchError(
+            f"ai.infer adapter must be tideflow.ai.OpenAI or tideflow.ai.Anthropic, "
+            f"got {type(adapter).__name__}"
+        )
+    if not isinstance(body, dict):
+        raise errors.FetchError(f"ai.infer body must be a JSON object, got {type(body).__name__}")
+    _json_body(body)
+    return adapter.ask(body, _timeout_ms(timeout, DEFAULT_INFER_TIMEOUT_MS))
+
+
+def check_url(url: Any) -> None:
+    """Raises `FetchError` unless `url` is an absolute http(s) URL."""
+    parsed = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise errors.FetchError(f"fetch url must be an absolute http(s) URL, got {url!r}")
+
+
+def wrap_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`ai.wrap`'s recorded input: its arguments as JSON (a value JSON cannot hold, such as an
+    SDK client, as its `repr`)."""
+    return json.loads(json.dumps({"args": list(args), "kwargs": kwargs}, default=repr))
+
+
+def _headers(headers: Any) -> dict[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise errors.FetchError(f"fetch headers must map strings to strings, got {headers!r}")
+    return dict(headers)
+
+
+def _json_body(body: Any) -> Any:
+    try:
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise errors.FetchError(f"fetch body is not JSON-serialisable: {exc}") from None
+    return body
+
+
+def _timeout_ms(timeout: datetime.timedelta | int | str | None, default: int) -> int:
+    if timeout is None:
+        return default
+    try:
+        ms = to_ms(timeout, field="timeout")
+    except errors.ConfigError as exc:
+        raise errors.FetchError(str(exc)) from None
+    if ms <= 0:
+        raise errors.FetchError(f"timeout must be positive, got {timeout!r}")
+    return ms
 
 
 def send_event_records(

@@ -64,8 +64,10 @@ class TestEngine:
     """Runs one function in this process, for unit tests.
 
     Sleeps and waits return at once; a `wait_for_event` or `wait_for_signal` with no mock times
-    out (returns None); an `invoke` needs a mock. A `run` step without a mock runs its handler,
-    retried at once up to the function's `retries`. Middleware runs as on a worker.
+    out (returns None); an `invoke` needs a mock, and so does a `fetch` or `ai.infer` step (no
+    request is made: a callable mock gets the request as the step records it, without its
+    key). A `run` or `ai.wrap` step without a mock runs its handler, retried at once up to the
+    function's `retries`. Middleware runs as on a worker.
 
     Args:
         function: the function under test.
@@ -207,7 +209,8 @@ class _Run:
         label = self._label(op)
         mocked = label in self.steps or op.name in self.steps
         mock = self.steps.get(label, self.steps.get(op.name))
-        if op.op == protocol.OP_RUN:
+        if op.is_local and op.op != protocol.OP_SEND_EVENT:
+            # run and ai.wrap steps, and an offloaded step refused for its bad input.
             await self._run_step(op, label, mock, mocked)
         else:
             self.outcome.calls.append(StepCall(label, op.op, _call_args(op)))
@@ -251,6 +254,8 @@ class _Run:
         if op.op == protocol.OP_INVOKE:
             assert isinstance(op.ask, protocol.Invoke)
             return await self._invoke(op.ask)
+        if isinstance(op.ask, (protocol.Fetch, protocol.AiInfer)):
+            return await self._offload(op, op.ask, mock, mocked)
         if not mocked:
             return None  # sleeps pass at once; unmocked waits time out
         value = await _resolve(mock) if callable(mock) else mock
@@ -260,6 +265,15 @@ class _Run:
                 mode="json"
             )
         return value
+
+    async def _offload(self, op: PlannedOp, ask: protocol.Offload, mock: Mock, mocked: bool) -> Any:
+        # No request leaves a unit test: a fetch or ai.infer step needs its mock (a value, or
+        # a callable given the request as the step records it).
+        if not mocked:
+            raise errors.ConfigError(
+                f"{op.op} step {op.name!r} has no mock: pass steps={{{op.name!r}: ...}}"
+            )
+        return await _resolve(mock, protocol.recorded_input(ask)) if callable(mock) else mock
 
     async def _invoke(self, ask: protocol.Invoke) -> Any:
         short = ask.function_id.removeprefix(f"{self.function.app_id}-")
@@ -304,6 +318,8 @@ def _call_args(op: PlannedOp) -> tuple[Any, ...]:
         return (op.ask.data,)
     if op.op == protocol.OP_SEND_EVENT:
         return tuple(mw.as_events(op.events))
+    if isinstance(op.ask, (protocol.Fetch, protocol.AiInfer)):
+        return (protocol.recorded_input(op.ask),)
     return ()
 
 

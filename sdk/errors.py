@@ -72,6 +72,13 @@ class NonRetriableError(TideflowError):
         self.message = message
 
 
+class FetchError(NonRetriableError):
+    """An offloaded request (`step.fetch`, `step.ai.infer`) cannot be made as asked: a URL that
+    is not http(s), a body that is not JSON-serialisable, a host `TIDEFLOW_FETCH_ALLOW` does not
+    list, a response over the 4 MiB output limit. It fails its step at once (the handler sees a
+    `StepError` named `FetchError`)."""
+
+
 class RetryAfterError(TideflowError):
     """Retries the step after `retry_after` (a duration or an aware datetime).
 

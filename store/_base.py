@@ -224,6 +224,12 @@ class Store(abc.ABC):
         retries, starts), in one transaction; an item's `done` is False if its timer was gone."""
 
     @abc.abstractmethod
+    async def apply_changes(self, batch: Sequence[Sequence[Change]], now: int) -> list[Applied]:
+        """Applies each item's changes (which touch only their runs: results of offloaded
+        requests), all in one transaction; a change for a run that has ended is dropped.
+        Idempotent as the changes are (a resolved step's second result finds no wait)."""
+
+    @abc.abstractmethod
     async def add_timers(self, timers: Sequence[TimerRecord]) -> None:
         """Adds timers; one already there with the same (kind, run_id, step_hash) is kept."""
 

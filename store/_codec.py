@@ -63,6 +63,7 @@ def step_params(run_id: str, step: m.StepRecord) -> dict[str, Any]:
         "error": error_text(step.error),
         "started_at": step.started_at,
         "ended_at": step.ended_at,
+        "input": dumps(step.input),
     }
 
 
@@ -150,6 +151,7 @@ def step(row: Mapping[str, Any]) -> m.StepRecord:
         error=error(row["error"]),
         started_at=row["started_at"],
         ended_at=row["ended_at"],
+        input=loads(row.get("input")),
     )
 
 

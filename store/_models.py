@@ -23,6 +23,8 @@ STEP_RUNNING, STEP_WAITING = "Running", "Waiting"
 JOB_PENDING = "pending"
 
 WAIT_EVENT, WAIT_SIGNAL, WAIT_INVOKE = "event", "signal", "invoke"
+WAIT_OFFLOAD = "offload"
+"""An offloaded step (fetch, ai.infer) waiting for its request's result."""
 WAIT_CANCEL = "cancel"
 """A run's cancel listener (`cancel=[Cancel(...)]`): a wait whose match cancels the run."""
 TIMER_SLEEP, TIMER_WAIT, TIMER_RETRY, TIMER_CRON = "sleep", "wait", "retry", "cron"
@@ -173,6 +175,9 @@ class StepRecord:
     error: ErrorInfo | None = None
     started_at: int | None = None
     ended_at: int | None = None
+    input: Any = None
+    """What the step was asked to do, as recorded (an offloaded request without its secrets,
+    `ai.wrap`'s arguments); None for other steps."""
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -185,7 +190,18 @@ class StepRecord:
             "error": None if self.error is None else self.error.to_dict(),
             "started_at": _iso(self.started_at),
             "ended_at": _iso(self.ended_at),
+            "input": self.input,
+            "ai": self.ai_summary(),
         }
+
+    def ai_summary(self) -> dict[str, Any] | None:
+        """For an `ai.infer` step: `{"model", "prompt", "usage"}` (usage: `prompt_tokens`,
+        `completion_tokens`, once the provider has answered); None for other steps."""
+        if self.op != protocol.OP_AI_INFER or not isinstance(self.input, dict):
+            return None
+        body = self.input.get("body")
+        prompt = body.get("messages") if isinstance(body, dict) else None
+        return {"model": self.input.get("model"), "prompt": prompt, "usage": _usage(self.output)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,6 +373,9 @@ class AddWait:
     timer: TimerRecord | None = None
     events: list[EventRecord] = dataclasses.field(default_factory=list)
     """Stored only when the step is new (an invocation's event)."""
+    offload: protocol.OffloadJob | None = None
+    """For an offloaded step (fetch, ai.infer): the request to publish once the step waits. The
+    step may exist already, Running after a failed attempt; it is made Waiting again."""
 
 
 @dataclasses.dataclass
@@ -367,6 +386,9 @@ class ScheduleRetry:
     timer: TimerRecord
     step: StepRecord | None = None
     run_attempt: int | None = None
+    require_wait: bool = False
+    """Only if the step's wait is still there (it is removed, with the step's timers): an
+    offloaded step's failed attempt, which ends its wait once."""
 
 
 @dataclasses.dataclass
@@ -539,13 +561,28 @@ class Applied:
     """False when the guard refused it: already applied elsewhere, or no longer valid."""
     flow: list[FlowEffect] = dataclasses.field(default_factory=list)
     """What flow control did to the events applied (counted, never published)."""
+    offloads: list[protocol.OffloadJob] = dataclasses.field(default_factory=list)
+    """Offloaded requests of steps that now wait for them."""
 
     def extend(self, other: Applied) -> None:
         self.jobs.extend(other.jobs)
+        self.offloads.extend(other.offloads)
         self.events.extend(other.events)
         self.cancelled.extend(other.cancelled)
         self.admission_keys |= other.admission_keys
         self.flow.extend(other.flow)
+
+
+def _usage(response: Any) -> dict[str, int] | None:
+    # OpenAI-compatible answers count prompt/completion tokens, Anthropic's input/output ones.
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return {"prompt_tokens": prompt, "completion_tokens": completion}
 
 
 def _iso(ms: int | None) -> str | None:

@@ -484,6 +484,14 @@ class SqlStore(Store, abc.ABC):
                     results.append(m.Applied(done=False))
         return results
 
+    async def apply_changes(self, batch: Sequence[Sequence[m.Change]], now: int) -> list[m.Applied]:
+        results = []
+        async with self._transaction() as tx:
+            runs = await self._lock_runs(tx, [c for changes in batch for c in changes])
+            for changes in batch:
+                results.append(await self._apply(tx, changes, now, runs))
+        return results
+
     async def add_timers(self, timers: Sequence[m.TimerRecord]) -> None:
         async with self._transaction() as tx:
             for timer in timers:
@@ -967,10 +975,11 @@ class SqlStore(Store, abc.ABC):
     async def _add_wait(
         self, tx: Tx, change: m.AddWait, now: int, applied: m.Applied, runs: dict[str, str]
     ) -> None:
-        if not await tx.execute(
-            "insert_step_if_absent", codec.step_params(change.run_id, change.step)
-        ):
+        query = "insert_step_if_absent" if change.offload is None else "insert_waiting_step"
+        if not await tx.execute(query, codec.step_params(change.run_id, change.step)):
             return
+        if change.offload is not None:
+            applied.offloads.append(change.offload)
         if change.wait is not None and not await tx.execute(
             "insert_wait", codec.wait_params(change.wait)
         ):
@@ -990,6 +999,11 @@ class SqlStore(Store, abc.ABC):
 
     async def _schedule_retry(self, tx: Tx, change: m.ScheduleRetry) -> None:
         step = change.step
+        if change.require_wait and step is not None:
+            ids = {"run_id": change.run_id, "step_hash": step.hash}
+            await tx.execute("delete_step_timers", ids)
+            if not await tx.fetch("delete_wait", ids):
+                return
         if step is not None and not await tx.execute(
             "record_failed_attempt", codec.step_params(change.run_id, step)
         ):

@@ -260,6 +260,7 @@ class Execution:
             error=error,
             started_at=started,
             ended_at=_now_ms(),
+            input=op.input,
         )
         self._checkpointer.add(step, events or [])
 

@@ -39,6 +39,17 @@ QUEUED_SECONDS = prometheus_client.Histogram(
     ["function"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+OFFLOADED = prometheus_client.Counter(
+    "tideflow_worker_offloaded_requests_total",
+    "Offloaded requests (fetch, ai_infer) this worker made, by op and result: ok (a response, "
+    "a fetch's 4xx included), attempt_failed (a network error, a timeout, a 5xx: retried while "
+    "the step has attempts) or refused (bad input, a host not allowed, a response too large).",
+    ["op", "result"],
+)
+OFFLOADED_IN_FLIGHT = prometheus_client.Gauge(
+    "tideflow_worker_offloaded_in_flight",
+    "Offloaded requests this worker is making now (at most TIDEFLOW_FETCH_CONCURRENCY).",
+)
 LEASES_LOST = prometheus_client.Counter(
     "tideflow_worker_leases_lost_total",
     "Job leases that expired under this worker (its result is dropped; the job runs again).",

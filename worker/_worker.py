@@ -4,11 +4,12 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tideflow import Function, Settings, errors
-from tideflow._core import protocol
+from tideflow._core import protocol, sealing
 from tideflow._core.backoff import Backoff, pause
 from tideflow._core.ids import new_id
 from tideflow._core.tasks import cancel_and_wait
@@ -29,6 +30,7 @@ from . import _metrics
 from ._checkpoint import Checkpointer
 from ._executor import Execution
 from ._group_commit import GroupCommit
+from ._offload import Offloader
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +48,13 @@ class Worker:
     (no new step starts) for up to `TIDEFLOW_SHUTDOWN_GRACE_S`, then abandons what still runs:
     nothing of an abandoned job is written, its lease lapses and the job runs elsewhere.
 
+    It also makes its apps' offloaded requests (`step.fetch`, `step.ai.infer`; see
+    `_offload`), up to `TIDEFLOW_FETCH_CONCURRENCY` at once, apart from its job slots.
+
     Args:
         functions: the functions this worker can run (of one or more apps).
         concurrency: jobs run at once; also the prefetch of each app queue.
+        environ: where the API keys of `ai.infer` adapters are read (default: the process's).
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class Worker:
         functions: Sequence[Function],
         concurrency: int = 10,
         clock: Callable[[], float] = time.time,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise errors.ConfigError(f"concurrency: must be at least 1, got {concurrency}")
@@ -83,6 +90,12 @@ class Worker:
         )
         self.has_abandoned = False
         """True once a shutdown gave up on running jobs; their threads may still be going."""
+        self._offloader = Offloader(
+            broker=broker,
+            settings=settings,
+            apps=self._apps,
+            environ=os.environ if environ is None else environ,
+        )
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -102,6 +115,7 @@ class Worker:
                 routing_keys=[topology.jobs_key(app_id)],
             )
             logger.info("registered %d functions of app %s", len(functions), app_id)
+        await self._offloader.declare()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Registers, then runs jobs until `stop` is set, then drains (see the class)."""
@@ -114,6 +128,7 @@ class Worker:
         consumers.append(
             asyncio.create_task(self._store.heartbeat(self._owner, "worker", self._apps))
         )
+        consumers.append(asyncio.create_task(self._offloader.run(), name="tideflow-offload"))
         try:
             await stop.wait()
         finally:
@@ -234,6 +249,8 @@ class Worker:
         try:
             with _metrics.JOB_SECONDS.time(), _metrics.JOBS_IN_FLIGHT.track_inprogress():
                 outcome = await self._execute(function, state, checkpointer)
+            # An explicit ai.infer key goes through the outcome's row encrypted, if it can.
+            outcome = sealing.seal_outcome(outcome, self._settings.signing_key)
             steps, events = await checkpointer.take_rest()
         except BaseException:
             await checkpointer.abandon()

@@ -22,6 +22,11 @@ OP_WAIT_FOR_EVENT = "wait_for_event"
 OP_WAIT_FOR_SIGNAL = "wait_for_signal"
 OP_INVOKE = "invoke"
 OP_SEND_EVENT = "send_event"
+OP_FETCH = "fetch"
+OP_AI_INFER = "ai_infer"
+OP_AI_WRAP = "ai_wrap"
+OFFLOADED_OPS = frozenset({OP_FETCH, OP_AI_INFER})
+"""Steps whose request the engine makes, not the worker running the function."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,10 +89,64 @@ class Invoke:
     timeout_ms: int | None = None
 
 
-Ask: TypeAlias = Sleep | WaitForEvent | WaitForSignal | Invoke
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fetch:
+    """An HTTP request the engine makes for the run (`step.fetch`). `body` is a JSON value: a
+    string is sent as it is, anything else as JSON."""
+
+    op: ClassVar[str] = OP_FETCH
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    body: JSON = None
+    timeout_ms: int = 30_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AiInfer:
+    """A model provider call the engine makes for the run (`step.ai.infer`).
+
+    The API key is `api_key` when the adapter was given one (it travels with the request and is
+    never recorded), else read from the variable `api_key_env` where the request is made.
+    """
+
+    op: ClassVar[str] = OP_AI_INFER
+    provider: str
+    url: str
+    model: str
+    body: dict[str, Any]
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    api_key: str | None = None
+    api_key_env: str | None = None
+    timeout_ms: int = 120_000
+
+
+Offload: TypeAlias = Fetch | AiInfer
+Ask: TypeAlias = Sleep | WaitForEvent | WaitForSignal | Invoke | Fetch | AiInfer
 _ASKS: dict[str, type[Ask]] = {
-    kind.op: kind for kind in (Sleep, WaitForEvent, WaitForSignal, Invoke)
+    kind.op: kind for kind in (Sleep, WaitForEvent, WaitForSignal, Invoke, Fetch, AiInfer)
 }
+
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie"})
+REDACTED = "[redacted]"
+
+
+def recorded_input(ask: Offload) -> dict[str, Any]:
+    """What an offloaded step records as its input: the request without its secrets (the API
+    key, and the values of credential headers)."""
+    headers = {
+        name: REDACTED if name.lower() in _SECRET_HEADERS else value
+        for name, value in ask.headers.items()
+    }
+    if isinstance(ask, Fetch):
+        return {"method": ask.method, "url": ask.url, "headers": headers, "body": ask.body}
+    return {
+        "provider": ask.provider,
+        "url": ask.url,
+        "model": ask.model,
+        "headers": headers,
+        "body": ask.body,
+    }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,6 +168,111 @@ class StepRetry:
     error: ErrorInfo
     started_at: int | None = None
     retry_after_ms: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OffloadJob:
+    """A request the engine makes for a run's waiting step (`fetch`, `ai.infer`): what the
+    scheduler hands to the offload loops of the run's app."""
+
+    run_id: str
+    function_id: str
+    app_id: str
+    step_hash: str
+    name: str
+    attempt: int
+    ask: Offload
+
+    def encode(self) -> list[Any]:
+        return [
+            self.run_id,
+            self.function_id,
+            self.app_id,
+            self.step_hash,
+            self.name,
+            self.attempt,
+            self.ask.op,
+            dataclasses.asdict(self.ask),
+        ]
+
+    @classmethod
+    def decode(cls, body: list[Any]) -> OffloadJob:
+        """The job `encode` wrote. Raises `ValueError` or `TypeError` for anything else."""
+        run_id, function_id, app_id, step_hash, name, attempt, op, opts = body
+        kind = _ASKS.get(op)
+        if kind is None or not issubclass(kind, (Fetch, AiInfer)):
+            raise ValueError(f"not an offloaded step op: {op!r}")
+        return cls(
+            str(run_id),
+            str(function_id),
+            str(app_id),
+            str(step_hash),
+            str(name),
+            int(attempt),
+            kind(**opts),
+        )
+
+    def result(
+        self, output: JSON = None, error: ErrorInfo | None = None, *, is_retriable: bool = False
+    ) -> OffloadResult:
+        """What this request came to."""
+        return OffloadResult(
+            self.run_id,
+            self.function_id,
+            self.step_hash,
+            self.name,
+            self.ask.op,
+            self.attempt,
+            output,
+            error,
+            is_retriable,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OffloadResult:
+    """What an offloaded request came to: its `output`, or an `error`, `is_retriable` when it
+    counts as a failed attempt (a network error, a timeout, a 5xx answer)."""
+
+    run_id: str
+    function_id: str
+    step_hash: str
+    name: str
+    op: str
+    attempt: int
+    output: JSON = None
+    error: ErrorInfo | None = None
+    is_retriable: bool = False
+
+    def encode(self) -> list[Any]:
+        error = None if self.error is None else self.error.to_dict()
+        return [
+            self.run_id,
+            self.function_id,
+            self.step_hash,
+            self.name,
+            self.op,
+            self.attempt,
+            self.output,
+            error,
+            self.is_retriable,
+        ]
+
+    @classmethod
+    def decode(cls, body: list[Any]) -> OffloadResult:
+        """The result `encode` wrote. Raises `ValueError` or `TypeError` for anything else."""
+        run_id, function_id, step_hash, name, op, attempt, output, error, is_retriable = body
+        return cls(
+            str(run_id),
+            str(function_id),
+            str(step_hash),
+            str(name),
+            str(op),
+            int(attempt),
+            output,
+            None if error is None else ErrorInfo.from_dict(error),
+            bool(is_retriable),
+        )
 
 
 # Outcomes of a job.

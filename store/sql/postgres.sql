@@ -302,17 +302,18 @@ WITH held AS (
     WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
     RETURNING run_id
 ), recorded AS (
-    INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+    INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at,
+                       input)
     SELECT held.run_id, s.hash, s.name, s.op, s.status, s.attempt, s.output, s.error,
-           s.started_at, s.ended_at
+           s.started_at, s.ended_at, s.input
     FROM held, ROWS FROM (json_to_recordset(%(steps)s::json)
         AS (hash text, name text, op text, status text, attempt int, output text, error text,
-            started_at bigint, ended_at bigint)) WITH ORDINALITY AS s
+            started_at bigint, ended_at bigint, input text)) WITH ORDINALITY AS s
     ORDER BY s.ordinality
     ON CONFLICT (run_id, hash) DO UPDATE
     SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
         error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
-        ended_at = excluded.ended_at
+        ended_at = excluded.ended_at, input = COALESCE(excluded.input, steps.input)
     WHERE steps.status NOT IN ('Completed', 'Failed')
 ), sent AS (
     INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
@@ -341,18 +342,19 @@ WITH input AS (
     WHERE jobs.job_id = input.job_id AND jobs.status = 'leased' AND jobs.lease_owner = %(owner)s
     RETURNING jobs.job_id, jobs.run_id
 ), recorded AS (
-    INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+    INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at,
+                       input)
     SELECT held.run_id, s.hash, s.name, s.op, s.status, s.attempt, s.output, s.error,
-           s.started_at, s.ended_at
+           s.started_at, s.ended_at, s.input
     FROM held JOIN input ON input.job_id = held.job_id,
         ROWS FROM (json_to_recordset(input.steps::json)
         AS (hash text, name text, op text, status text, attempt int, output text, error text,
-            started_at bigint, ended_at bigint)) WITH ORDINALITY AS s
+            started_at bigint, ended_at bigint, input text)) WITH ORDINALITY AS s
     ORDER BY held.run_id, s.ordinality
     ON CONFLICT (run_id, hash) DO UPDATE
     SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
         error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
-        ended_at = excluded.ended_at
+        ended_at = excluded.ended_at, input = COALESCE(excluded.input, steps.input)
     WHERE steps.status NOT IN ('Completed', 'Failed')
 ), sent AS (
     INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
@@ -388,10 +390,21 @@ SET attempt = excluded.attempt, error = excluded.error, status = excluded.status
 WHERE steps.status NOT IN ('Completed', 'Failed') AND steps.attempt < excluded.attempt
 
 -- name: insert_step_if_absent
-INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at,
+                   input)
 VALUES (%(run_id)s, %(hash)s, %(name)s, %(op)s, %(status)s, %(attempt)s, %(output)s, %(error)s,
-        %(started_at)s, %(ended_at)s)
+        %(started_at)s, %(ended_at)s, %(input)s)
 ON CONFLICT (run_id, hash) DO NOTHING
+
+-- name: insert_waiting_step
+-- An offloaded step waits for its request: a new step, or one whose last attempt failed (it is
+-- Running, with no wait); a step already Waiting or ended is left alone.
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at,
+                   input)
+VALUES (%(run_id)s, %(hash)s, %(name)s, %(op)s, %(status)s, %(attempt)s, %(output)s, %(error)s,
+        %(started_at)s, %(ended_at)s, %(input)s)
+ON CONFLICT (run_id, hash) DO UPDATE SET status = excluded.status, input = excluded.input
+WHERE steps.status = 'Running'
 
 -- name: complete_waiting_step
 UPDATE steps SET status = %(status)s, output = %(output)s, error = %(error)s, ended_at = %(now)s
@@ -1034,3 +1047,7 @@ WITH doomed AS (
     DELETE FROM run_refusals WHERE event_id IN (SELECT internal_id FROM doomed)
 )
 DELETE FROM events WHERE internal_id IN (SELECT internal_id FROM doomed)
+
+-- name: migration_10
+-- What a step was asked to do (an offloaded request without its secrets, ai.wrap's arguments).
+ALTER TABLE steps ADD COLUMN input TEXT;

@@ -229,10 +229,12 @@ UPDATE jobs SET
     done_at = CASE WHEN :finish THEN :now ELSE done_at END
 WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
 RETURNING run_id;
-INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at,
+                   input)
 SELECT (SELECT run_id FROM jobs WHERE job_id = :job_id),
        value ->> 'hash', value ->> 'name', value ->> 'op', value ->> 'status', value ->> 'attempt',
-       value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at'
+       value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at',
+       value ->> 'input'
 FROM json_each(:steps) WHERE EXISTS (
     SELECT 1 FROM jobs WHERE job_id = :job_id AND lease_owner = :owner
       AND status = CASE WHEN :finish THEN 'done' ELSE 'leased' END
@@ -241,7 +243,7 @@ ORDER BY key
 ON CONFLICT (run_id, hash) DO UPDATE
 SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
     error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
-    ended_at = excluded.ended_at
+    ended_at = excluded.ended_at, input = COALESCE(excluded.input, steps.input)
 WHERE steps.status NOT IN ('Completed', 'Failed');
 INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
 SELECT value ->> 'internal_id', value ->> 'id', value ->> 'name', value ->> 'data', value ->> 'ts',
@@ -265,10 +267,12 @@ UPDATE jobs SET
     done_at = CASE WHEN :finish THEN :now ELSE done_at END
 WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
 RETURNING job_id;
-INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at,
+                   input)
 SELECT (SELECT run_id FROM jobs WHERE job_id = :job_id),
        value ->> 'hash', value ->> 'name', value ->> 'op', value ->> 'status', value ->> 'attempt',
-       value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at'
+       value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at',
+       value ->> 'input'
 FROM json_each(:steps) WHERE EXISTS (
     SELECT 1 FROM jobs WHERE job_id = :job_id AND lease_owner = :owner
       AND status = CASE WHEN :finish THEN 'done' ELSE 'leased' END
@@ -277,7 +281,7 @@ ORDER BY key
 ON CONFLICT (run_id, hash) DO UPDATE
 SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
     error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
-    ended_at = excluded.ended_at
+    ended_at = excluded.ended_at, input = COALESCE(excluded.input, steps.input)
 WHERE steps.status NOT IN ('Completed', 'Failed');
 INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
 SELECT value ->> 'internal_id', value ->> 'id', value ->> 'name', value ->> 'data', value ->> 'ts',
@@ -303,9 +307,20 @@ SET attempt = excluded.attempt, error = excluded.error, status = excluded.status
 WHERE steps.status NOT IN ('Completed', 'Failed') AND steps.attempt < excluded.attempt
 
 -- name: insert_step_if_absent
-INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at)
-VALUES (:run_id, :hash, :name, :op, :status, :attempt, :output, :error, :started_at, :ended_at)
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at,
+                   input)
+VALUES (:run_id, :hash, :name, :op, :status, :attempt, :output, :error, :started_at, :ended_at,
+        :input)
 ON CONFLICT (run_id, hash) DO NOTHING
+
+-- name: insert_waiting_step
+-- See postgres.sql.
+INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at,
+                   input)
+VALUES (:run_id, :hash, :name, :op, :status, :attempt, :output, :error, :started_at, :ended_at,
+        :input)
+ON CONFLICT (run_id, hash) DO UPDATE SET status = excluded.status, input = excluded.input
+WHERE steps.status = 'Running'
 
 -- name: complete_waiting_step
 UPDATE steps SET status = :status, output = :output, error = :error, ended_at = :now
@@ -881,3 +896,7 @@ DELETE FROM events WHERE internal_id IN (
       AND NOT EXISTS (SELECT 1 FROM debounces AS d WHERE d.event_id = e.internal_id)
     ORDER BY e.received_at, e.internal_id LIMIT :limit
 )
+
+-- name: migration_10
+-- What a step was asked to do (see postgres.sql).
+ALTER TABLE steps ADD COLUMN input TEXT;

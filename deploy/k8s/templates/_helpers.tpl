@@ -106,6 +106,10 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.config.maxRunStateBytes | int | quote }}
 - name: TIDEFLOW_EVENT_KEY_RATE
   value: {{ .Values.config.eventKeyRate | quote }}
+- name: TIDEFLOW_FETCH_CONCURRENCY
+  value: {{ .Values.config.fetchConcurrency | int | quote }}
+- name: TIDEFLOW_FETCH_ALLOW
+  value: {{ .Values.config.fetchAllow | quote }}
 {{- end }}
 
 {{- define "tideflow.podSecurity" -}}
