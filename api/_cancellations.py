@@ -70,6 +70,7 @@ def parse_bulk_request(body: Any) -> tuple[str, int, int, str | None]:
             raise BadRequestError("if_exp: expected a CEL expression (a string) or null")
         try:
             expressions.compile_expression(if_exp)
+            expressions.check_match_cost(if_exp)
         except errors.ExpressionError as exc:
             raise BadRequestError(f"if_exp: {exc}") from None
     return function_id, after, before, if_exp
