@@ -104,6 +104,7 @@ def _drive(traffic: Traffic, cluster: Cluster) -> dict[str, int]:
 
     def ended(event_id: str) -> bool:
         runs = traffic("GET", f"/v1/events/{event_id}/runs", headers=key).json()["data"]
+        assert len(runs) <= 1, f"event {event_id} started {len(runs)} runs"
         return bool(runs) and runs[0]["status"] in ("Completed", "Failed")
 
     for event_id in ids:
