@@ -24,6 +24,7 @@ from tideflow.store import Store
 from tideflow.store import models as m
 
 from . import _openapi as oa
+from . import _schemas as sc
 from ._rest import BadRequestError, error, now_ms, parse_time
 from ._time import iso
 
@@ -163,10 +164,10 @@ OPERATIONS = (
         "Cancels a run",
         "runs",
         {
-            200: oa.json_answer("The run, `Cancelled`.", oa.RunAnswer),
-            202: oa.json_answer("Asked; no scheduler has carried it out yet.", oa.RunConflict),
+            200: oa.json_answer("The run, `Cancelled`.", sc.RunAnswer),
+            202: oa.json_answer("Asked; no scheduler has carried it out yet.", sc.RunConflict),
             404: oa.problem("No such run."),
-            409: oa.json_answer("The run had already ended; it is left as it is.", oa.RunConflict),
+            409: oa.json_answer("The run had already ended; it is left as it is.", sc.RunConflict),
         },
         params=(oa.path_param("run_id", "A run's id."),),
     ),
@@ -176,11 +177,11 @@ OPERATIONS = (
         "Cancels a function's runs queued in a time range (bulk)",
         "runs",
         {
-            202: oa.json_answer("The bulk cancellation's id.", oa.CancellationId),
+            202: oa.json_answer("The bulk cancellation's id.", sc.CancellationId),
             400: oa.problem("A field is missing or wrong; `error` names it."),
             404: oa.problem("No such function."),
         },
-        body=oa.CancellationRequest,
+        body=sc.CancellationRequest,
     ),
     oa.Operation(
         "GET",
@@ -188,7 +189,7 @@ OPERATIONS = (
         "A bulk cancellation's progress",
         "runs",
         {
-            200: oa.json_answer("The cancellation.", oa.CancellationAnswer),
+            200: oa.json_answer("The cancellation.", sc.CancellationAnswer),
             404: oa.problem("No such cancellation."),
         },
         params=(oa.path_param("cancellation_id", "The id `POST /v1/cancellations` answered."),),
