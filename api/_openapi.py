@@ -88,6 +88,12 @@ def redirect(description: str) -> Answer:
 # Every route may answer these: the body limit is checked before routing, and the store's
 # outage is answered by the application's exception handler.
 _COMMON: dict[int, Answer] = {
+    307: Answer(
+        "The path with a trailing slash (an empty last segment): to the path without it.",
+        None,
+        media_type="",
+        headers={"location": "The path without its trailing slash."},
+    ),
     400: problem("A URL with a NUL character (no id or name holds one)."),
     413: problem("The request body is larger than `TIDEFLOW_MAX_BODY_BYTES`."),
     503: problem("The database is unavailable."),
