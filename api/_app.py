@@ -26,6 +26,7 @@ from tideflow.store import models as m
 from . import _cancellations, _dashboard, _metrics, _realtime, _rest
 from . import _flow as flow
 from . import _openapi as oa
+from . import _schemas as sc
 from ._auth import Auth
 from ._cancellations import Cancellations
 from ._dashboard import Dashboard
@@ -217,12 +218,12 @@ OPERATIONS = (
         "Sends one event or a JSON array of events",
         "events",
         {
-            200: oa.json_answer("One id per event, in order (the engine's own ids).", oa.Ids),
+            200: oa.json_answer("One id per event, in order (the engine's own ids).", sc.Ids),
             400: _BAD,
             401: oa.problem("The event key is not one of `TIDEFLOW_EVENT_KEY(S)`."),
             429: oa.Answer(
                 "This event key sent more than `TIDEFLOW_EVENT_KEY_RATE` allows.",
-                oa.Problem,
+                sc.Problem,
                 headers={"retry-after": "Seconds to wait before sending again."},
             ),
         },
@@ -235,7 +236,7 @@ OPERATIONS = (
         "/v1/events",
         "Events, newest first",
         "events",
-        {200: oa.json_answer("The events.", oa.EventList), 400: _BAD},
+        {200: oa.json_answer("The events.", sc.EventList), 400: _BAD},
         params=(
             oa.Param("name", "query", "Only events of this name."),
             oa.Param(
@@ -251,7 +252,7 @@ OPERATIONS = (
         "/v1/events/{event_id}/runs",
         "The runs an event started",
         "events",
-        {200: oa.json_answer("The runs.", oa.RunList)},
+        {200: oa.json_answer("The runs.", sc.RunList)},
         params=(oa.path_param("event_id", "The engine's id of the event."),),
     ),
     oa.Operation(
@@ -260,7 +261,7 @@ OPERATIONS = (
         "A run",
         "runs",
         {
-            200: oa.json_answer("The run, with why it is held now, if it is.", oa.HeldRunAnswer),
+            200: oa.json_answer("The run, with why it is held now, if it is.", sc.HeldRunAnswer),
             404: oa.problem("No such run."),
         },
         params=(_RUN_ID,),
@@ -270,7 +271,7 @@ OPERATIONS = (
         "/v1/runs/{run_id}/steps",
         "A run's steps",
         "runs",
-        {200: oa.json_answer("The steps.", oa.StepList), 404: oa.problem("No such run.")},
+        {200: oa.json_answer("The steps.", sc.StepList), 404: oa.problem("No such run.")},
         params=(_RUN_ID,),
     ),
     oa.Operation(
@@ -279,11 +280,11 @@ OPERATIONS = (
         "Resumes the run waiting on a signal",
         "runs",
         {
-            200: oa.json_answer("The resumed run.", oa.RunId),
+            200: oa.json_answer("The resumed run.", sc.RunId),
             400: _BAD,
             404: oa.problem("No run waits on that signal."),
         },
-        body=oa.Signal,
+        body=sc.Signal,
     ),
     oa.Operation(
         "GET",
@@ -291,8 +292,8 @@ OPERATIONS = (
         "Whether this process reaches its database and broker",
         "health",
         {
-            200: oa.json_answer("Both are reachable.", oa.Health),
-            503: oa.json_answer("One is not.", oa.Health),
+            200: oa.json_answer("Both are reachable.", sc.Health),
+            503: oa.json_answer("One is not.", sc.Health),
         },
         auth="none",
     ),
@@ -338,7 +339,7 @@ def _spec() -> dict[str, Any]:
     except importlib.metadata.PackageNotFoundError:
         version = "0"
     return oa.build_document(
-        operations(), version=version, bodies=[oa.EventIn], answers=[oa.RealtimeMessage]
+        operations(), version=version, bodies=[sc.EventIn], answers=[sc.RealtimeMessage]
     )
 
 

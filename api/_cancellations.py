@@ -24,6 +24,7 @@ from tideflow.store import Store
 from tideflow.store import models as m
 
 from . import _openapi as oa
+from . import _schemas as sc
 from ._rest import BadRequestError, error, now_ms, parse_time
 from ._time import iso
 
@@ -70,6 +71,7 @@ def parse_bulk_request(body: Any) -> tuple[str, int, int, str | None]:
             raise BadRequestError("if_exp: expected a CEL expression (a string) or null")
         try:
             expressions.compile_expression(if_exp)
+            expressions.check_match_cost(if_exp)
         except errors.ExpressionError as exc:
             raise BadRequestError(f"if_exp: {exc}") from None
     return function_id, after, before, if_exp
@@ -162,10 +164,10 @@ OPERATIONS = (
         "Cancels a run",
         "runs",
         {
-            200: oa.json_answer("The run, `Cancelled`.", oa.RunAnswer),
-            202: oa.json_answer("Asked; no scheduler has carried it out yet.", oa.RunConflict),
+            200: oa.json_answer("The run, `Cancelled`.", sc.RunAnswer),
+            202: oa.json_answer("Asked; no scheduler has carried it out yet.", sc.RunConflict),
             404: oa.problem("No such run."),
-            409: oa.json_answer("The run had already ended; it is left as it is.", oa.RunConflict),
+            409: oa.json_answer("The run had already ended; it is left as it is.", sc.RunConflict),
         },
         params=(oa.path_param("run_id", "A run's id."),),
     ),
@@ -175,11 +177,11 @@ OPERATIONS = (
         "Cancels a function's runs queued in a time range (bulk)",
         "runs",
         {
-            202: oa.json_answer("The bulk cancellation's id.", oa.CancellationId),
+            202: oa.json_answer("The bulk cancellation's id.", sc.CancellationId),
             400: oa.problem("A field is missing or wrong; `error` names it."),
             404: oa.problem("No such function."),
         },
-        body=oa.CancellationRequest,
+        body=sc.CancellationRequest,
     ),
     oa.Operation(
         "GET",
@@ -187,7 +189,7 @@ OPERATIONS = (
         "A bulk cancellation's progress",
         "runs",
         {
-            200: oa.json_answer("The cancellation.", oa.CancellationAnswer),
+            200: oa.json_answer("The cancellation.", sc.CancellationAnswer),
             404: oa.problem("No such cancellation."),
         },
         params=(oa.path_param("cancellation_id", "The id `POST /v1/cancellations` answered."),),

@@ -25,6 +25,7 @@ from tideflow._core.ids import new_id
 from tideflow.broker import Broker, Message, topology
 
 from . import _openapi as oa
+from . import _schemas as sc
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ OPERATIONS = (
             101: oa.Answer(
                 'Switching to WebSocket: a `{"type": "ready"}` frame once subscribed, '
                 'then `{"type": "message", ...RealtimeMessage}` frames.',
-                oa.RealtimeMessage,
+                sc.RealtimeMessage,
             ),
             401: _BAD_TOKEN,
         },
@@ -249,7 +250,7 @@ OPERATIONS = (
         "Publishes a realtime message (workers without a broker of their own)",
         "realtime",
         {
-            202: oa.json_answer("Published.", oa.Accepted),
+            202: oa.json_answer("Published.", sc.Accepted),
             400: oa.problem("Not a realtime message."),
             401: oa.problem(f"A missing or bad `{rt.SIGNATURE_HEADER}` signature."),
             413: oa.problem("Larger than 512 KiB."),
@@ -262,7 +263,7 @@ OPERATIONS = (
                 required=True,
             ),
         ),
-        body=oa.RealtimeMessage,
+        body=sc.RealtimeMessage,
         auth="none",
     ),
 )

@@ -24,6 +24,7 @@ from tideflow.store import models as m
 
 from . import _flow as flow
 from . import _openapi as oa
+from . import _schemas as sc
 from ._time import iso
 
 logger = logging.getLogger(__name__)
@@ -377,7 +378,7 @@ OPERATIONS = (
         "/v1/runs",
         "Runs, newest first, cursor-paginated",
         "runs",
-        {200: oa.json_answer("A page of runs.", oa.RunPage), 400: _BAD},
+        {200: oa.json_answer("A page of runs.", sc.RunPage), 400: _BAD},
         params=(
             _query("function_id", "Only this function's runs."),
             _query("status", "Only runs in this status.", enum=list(STATUSES)),
@@ -393,7 +394,7 @@ OPERATIONS = (
         "Starts a new run of the same function with the same event",
         "runs",
         {
-            200: oa.json_answer("The new run's id.", oa.RunId),
+            200: oa.json_answer("The new run's id.", sc.RunId),
             404: oa.problem("No such run, or its function is no longer registered."),
         },
         params=(_RUN_ID,),
@@ -403,7 +404,7 @@ OPERATIONS = (
         "/v1/functions",
         "The registered functions",
         "functions",
-        {200: oa.json_answer("Every registered function.", oa.FunctionList)},
+        {200: oa.json_answer("Every registered function.", sc.FunctionList)},
     ),
     oa.Operation(
         "POST",
@@ -411,19 +412,19 @@ OPERATIONS = (
         "Starts a run of a function with this data",
         "functions",
         {
-            200: oa.json_answer("The run's id.", oa.RunId),
+            200: oa.json_answer("The run's id.", sc.RunId),
             400: _BAD,
             404: oa.problem("No such function is registered."),
         },
         params=(oa.path_param("function_id", "`<app_id>-<fn_id>`"),),
-        body=oa.Invoke,
+        body=sc.Invoke,
     ),
     oa.Operation(
         "POST",
         "/v1/events",
         "Sends events (for holders of the signing key, as the dashboard does)",
         "events",
-        {200: oa.json_answer("One id per event, in order.", oa.Ids), 400: _BAD},
+        {200: oa.json_answer("One id per event, in order.", sc.Ids), 400: _BAD},
         body={
             "anyOf": [
                 {"$ref": oa.REF.format(model="EventIn")},
@@ -436,7 +437,7 @@ OPERATIONS = (
         "/v1/events/{event_id}",
         "One event and what became of it",
         "events",
-        {200: oa.json_answer("The event.", oa.EventAnswer), 404: oa.problem("No such event.")},
+        {200: oa.json_answer("The event.", sc.EventAnswer), 404: oa.problem("No such event.")},
         params=(oa.path_param("event_id", "The engine's id of the event."),),
     ),
     oa.Operation(
@@ -444,14 +445,14 @@ OPERATIONS = (
         "/v1/processes",
         "Processes seen in the last minute",
         "health",
-        {200: oa.json_answer("The processes.", oa.ProcessList)},
+        {200: oa.json_answer("The processes.", sc.ProcessList)},
     ),
     oa.Operation(
         "GET",
         "/v1/queues",
         "Queued step jobs by app and unprocessed events",
         "health",
-        {200: oa.json_answer("Queue depths.", oa.QueueAnswer)},
+        {200: oa.json_answer("Queue depths.", sc.QueueAnswer)},
     ),
     oa.Operation(
         "GET",

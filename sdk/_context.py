@@ -50,7 +50,12 @@ class _StepCalls:
     def _wait_for_event(
         self, step_id: str, event: str, timeout: _Duration, if_exp: str | None
     ) -> Event | None:
-        ask = steps.wait_for_event_ask(event=event, timeout=timeout, if_exp=if_exp)
+        try:
+            ask = steps.wait_for_event_ask(event=event, timeout=timeout, if_exp=if_exp)
+        except errors.ExpressionError as exc:
+            self._state.refuse(
+                errors.ExpressionError(exc.expression, f"step {step_id!r}: {exc.reason}")
+            )
         result: Event | None = self._ask(step_id, ask)
         return result
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from . import errors
 from ._core.durations import to_ms
-from ._core.expressions import compile_expression
+from ._core.expressions import check_match_cost, compile_expression
 from ._types import is_name
 
 Duration = datetime.timedelta | int | str
@@ -294,6 +294,15 @@ class _Checker:
             raise errors.ExpressionError(text, f"{self.fn_id}: {option}: {exc.reason}") from exc
         return text
 
+    def matching_expression(self, option: str, text: object) -> str:
+        """An expression evaluated per incoming event and waiting run: bounded in cost."""
+        text = self.expression(option, text)
+        try:
+            check_match_cost(text)
+        except errors.ExpressionError as exc:
+            raise errors.ExpressionError(text, f"{self.fn_id}: {option}: {exc.reason}") from exc
+        return text
+
     def key(self, option: str, text: object) -> str | None:
         return None if text is None else self.expression(f"{option}.key", text)
 
@@ -403,7 +412,7 @@ class _Checker:
                     "if_exp": (
                         None
                         if item.if_exp is None
-                        else self.expression("cancel.if_exp", item.if_exp)
+                        else self.matching_expression("cancel.if_exp", item.if_exp)
                     ),
                     "timeout_ms": (
                         None

@@ -9,7 +9,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import errors
 from ._core import protocol
@@ -122,7 +122,11 @@ class Pass:
                 except errors.MiddlewareError as exc:
                     self._fail(exc)
 
-    def _fail(self, exc: BaseException) -> None:
+    def refuse(self, exc: BaseException) -> NoReturn:
+        """Fails the run at once with `exc` (a definition error: retrying cannot help)."""
+        self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> NoReturn:
         # Out of the handler past any `except Exception` of the user's.
         self.fatal = exc
         raise Interrupt() from exc
@@ -181,10 +185,11 @@ def sleep_until_ask(moment: datetime.datetime | str) -> protocol.Sleep:
 def wait_for_event_ask(
     *, event: str, timeout: datetime.timedelta | int | str, if_exp: str | None
 ) -> protocol.WaitForEvent:
-    from ._core.expressions import compile_expression
+    from ._core.expressions import check_match_cost, compile_expression
 
     if if_exp is not None:
         compile_expression(if_exp)
+        check_match_cost(if_exp)
     return protocol.WaitForEvent(
         event=event, if_exp=if_exp, timeout_ms=to_ms(timeout, field="timeout")
     )
