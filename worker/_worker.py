@@ -261,12 +261,27 @@ class Worker:
                 await renewal
         _metrics.JOBS.labels(outcome.kind).inc()
         finish = m.JobFinish(message.job_id, steps, events, outcome, self.now_ms())
-        if not await self._finishes.submit((state.run.run_id, finish)):
+        if not await self._finish(state.run.run_id, finish, lease_ms):
             _metrics.LEASES_LOST.inc()
             logger.info(
                 "job %s lost its lease (run cancelled, or lapsed); its result is dropped",
                 message.job_id,
             )
+
+    async def _finish(self, run_id: str, finish: m.JobFinish, lease_ms: int) -> bool:
+        """Writes a job's end; whether it was still this worker's. A store that cannot be
+        reached is tried again, with backoff, for three leases: the result is in hand, and
+        writing it late costs less than running the step again (a write after the lease has
+        lapsed is refused, so nothing is recorded over another worker's result)."""
+        backoff = Backoff(base_s=_RETRY_S, cap_s=_RETRY_CAP_S)
+        give_up = time.monotonic() + 3 * lease_ms / 1000
+        while True:
+            try:
+                return await self._finishes.submit((run_id, finish))
+            except errors.StoreError as exc:
+                if time.monotonic() >= give_up:
+                    raise
+                await pause(backoff, logger, f"writing the end of job {finish.job_id}", exc)
 
     def _checkpointer(self, job_id: str, function: Function | None, lease_ms: int) -> Checkpointer:
         policy = function.checkpointing if function is not None else None
