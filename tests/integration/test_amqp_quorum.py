@@ -53,6 +53,7 @@ def test_migrate_declares_every_durable_queue_as_a_quorum_queue(
     assert queue_types(rabbitmq_url) == {
         topology.SCHEDULER_EVENTS_QUEUE: "quorum",
         topology.SCHEDULER_OUTCOMES_QUEUE: "quorum",
+        topology.SCHEDULER_OFFLOADED_QUEUE: "quorum",
         topology.DEAD_LETTER_QUEUE: "quorum",
     }
 
