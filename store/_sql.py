@@ -342,10 +342,10 @@ class SqlStore(Store, abc.ABC):
         *,
         lease_until: int,
     ) -> bool:
-        params = {**_write_params(job_id, steps, events, None, 0, lease_until), "owner": owner}
+        item = _write_params(job_id, steps, events, None, 0, lease_until)
         # One statement writes them all, so it needs no transaction around it.
         async with self._autocommit() as tx:
-            return bool(await tx.fetch("write_job", params))
+            return bool(await tx.fetch_each("write_jobs", [item], {"owner": owner}))
 
     # Scheduler side
 
@@ -890,7 +890,7 @@ class SqlStore(Store, abc.ABC):
                 continue
             # No function triggers on it: it needs no trip through the scheduler, unless a run
             # waits for an event of its name (then it is stored unprocessed).
-            rows = await tx.fetch("insert_quiet_event", codec.event_params(event))
+            rows = await tx.fetch_each("insert_quiet_events", [codec.event_params(event)], {})
             if rows and not rows[0]["processed"]:
                 applied.events.append(event)
 
@@ -927,7 +927,8 @@ class SqlStore(Store, abc.ABC):
             )
         else:
             # One statement: the run, and its first job only if the run is new.
-            rows = await tx.fetch("insert_run", {**params, **slots, "job_id": new_id(now)})
+            item = {**params, **slots, "job_id": new_id(now)}
+            rows = await tx.fetch_each("insert_runs", [item], {})
             _collect_jobs(rows, applied)
             created = bool(rows)
         if not created:

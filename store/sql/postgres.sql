@@ -175,28 +175,9 @@ ORDER BY received_at DESC, internal_id DESC LIMIT %(limit)s
 -- name: select_waits_for_event
 SELECT * FROM waits WHERE kind = 'event' AND event_name = %(event_name)s
 
--- name: insert_run
-WITH run AS (
-    INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
-                      slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
-    VALUES (%(run_id)s, %(function_id)s, %(app_id)s, %(event_id)s, 'Queued', %(events)s, %(now)s,
-            %(parent)s, %(slot_key_1)s, %(slot_limit_1)s, %(slot_key_2)s, %(slot_limit_2)s,
-            %(now)s - %(priority_ms)s)
-    ON CONFLICT DO NOTHING
-    RETURNING run_id, function_id, app_id, slot_key_1, slot_limit_1, slot_key_2, slot_limit_2,
-              order_at
-)
-INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
-                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
-SELECT %(job_id)s, run_id, function_id, app_id, 0,
-       CASE WHEN slot_key_1 IS NULL THEN 'queued' ELSE 'pending' END, %(now)s,
-       slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at
-FROM run
-RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
-
 -- name: insert_runs
--- `insert_run` for many plain runs at once (no throttle, deadline or listener): each new run
--- with its first job; a run that existed gets none.
+-- New runs, each with its first job in the same statement; a run that existed gets none. A
+-- job is 'pending' when the run has concurrency pools (it waits for admission).
 -- In the changes' order: of two runs for one (event, function), the first is made.
 WITH input AS (
     SELECT * FROM ROWS FROM (json_to_recordset(%(items)s::json)
@@ -287,47 +268,11 @@ SELECT * FROM steps WHERE run_id = %(run_id)s ORDER BY seq
 UPDATE jobs SET lease_until = %(lease_until)s
 WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
 
--- name: write_job
--- What a job has done, in one statement, only if `owner` still holds its lease (a cancelled
--- run has no jobs left): its finished steps, the events they sent, and, when the job ends
--- (`finish`), its outcome. A write while it goes on (a checkpoint) extends the lease; the job
--- row's lock orders it after a concurrent claim or cancel. A step already Completed or Failed
--- keeps its first result.
-WITH held AS (
-    UPDATE jobs SET
-        lease_until = GREATEST(lease_until, %(lease_until)s),
-        status = CASE WHEN %(finish)s THEN 'done' ELSE status END,
-        outcome = CASE WHEN %(finish)s THEN %(outcome)s ELSE outcome END,
-        done_at = CASE WHEN %(finish)s THEN %(now)s ELSE done_at END
-    WHERE job_id = %(job_id)s AND status = 'leased' AND lease_owner = %(owner)s
-    RETURNING run_id
-), recorded AS (
-    INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at,
-                       input)
-    SELECT held.run_id, s.hash, s.name, s.op, s.status, s.attempt, s.output, s.error,
-           s.started_at, s.ended_at, s.input
-    FROM held, ROWS FROM (json_to_recordset(%(steps)s::json)
-        AS (hash text, name text, op text, status text, attempt int, output text, error text,
-            started_at bigint, ended_at bigint, input text)) WITH ORDINALITY AS s
-    ORDER BY s.ordinality
-    ON CONFLICT (run_id, hash) DO UPDATE
-    SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
-        error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
-        ended_at = excluded.ended_at, input = COALESCE(excluded.input, steps.input)
-    WHERE steps.status NOT IN ('Completed', 'Failed')
-), sent AS (
-    INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
-    SELECT e.internal_id, e.id, e.name, e.data, e.ts, e.user_data, e.v, e.target, e.received_at
-    FROM held, json_to_recordset(%(events)s::json)
-        AS e(internal_id text, id text, name text, data text, ts bigint, user_data text, v text,
-             target text, received_at bigint)
-    ON CONFLICT (internal_id) DO NOTHING
-)
-SELECT run_id FROM held
-
 -- name: write_jobs
--- `write_job` for many ending jobs at once (each its own `finish`, `outcome` and `now`), for
--- distinct jobs of distinct runs; answers the jobs `owner` still held.
+-- What jobs have done, each only if `owner` still holds its lease (a cancelled run has no jobs
+-- left): its finished steps, the events they sent, and, when it ends (`finish`), its outcome;
+-- a write while it goes on (a checkpoint) extends the lease. A step already Completed or Failed
+-- keeps its first result. For distinct jobs of distinct runs; answers the jobs still held.
 WITH input AS (
     SELECT * FROM json_to_recordset(%(items)s::json)
         AS j(job_id text, steps text, events text, finish boolean, outcome text, now bigint,
@@ -477,10 +422,6 @@ SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*
 FROM jobs JOIN runs ON runs.run_id = jobs.run_id
 WHERE jobs.status = 'done' AND jobs.job_id = ANY(%(job_ids)s)
 
--- name: delete_done_job
-DELETE FROM jobs WHERE job_id = %(job_id)s AND status = 'done'
-RETURNING slot_key_1, slot_key_2
-
 -- name: delete_done_jobs
 DELETE FROM jobs
 WHERE job_id IN (SELECT j.job_id FROM json_to_recordset(%(items)s::json) AS j(job_id text))
@@ -520,24 +461,10 @@ DELETE FROM timers WHERE timer_id = %(timer_id)s AND claimed_by = %(owner)s
 -- name: select_next_timer
 SELECT MIN(due_at) AS due_at FROM timers
 
--- name: claim_event
--- Inserts the event as processed, or marks a stored one processed if it was not: a row comes
--- back only then. The row lock makes a concurrent processor wait, then get no row.
-INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
-VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(ts)s, %(user_data)s, %(v)s, %(target)s, %(received_at)s, 1)
-ON CONFLICT (internal_id) DO UPDATE SET processed = 1 WHERE events.processed = 0
-RETURNING internal_id
-
--- name: insert_quiet_event
-INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
-VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(ts)s, %(user_data)s, %(v)s, %(target)s, %(received_at)s,
-        CASE WHEN EXISTS (SELECT 1 FROM waits WHERE kind IN ('event', 'cancel') AND event_name = %(name)s) THEN 0 ELSE 1 END)
-ON CONFLICT (internal_id) DO NOTHING
-RETURNING processed
-
-
 -- name: claim_events
--- `claim_event` for a micro-batch of distinct events, in id order (the lock order of events).
+-- Stores each event as processed, or marks a stored one processed if it was not: a row comes
+-- back only then. The row lock makes a concurrent processor wait, then get no row. Distinct
+-- events, in id order (the lock order of events).
 INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
 SELECT e.internal_id, e.id, e.name, e.data, e.ts, e.user_data, e.v, e.target, e.received_at, 1
 FROM json_to_recordset(%(items)s::json)
@@ -548,7 +475,8 @@ ON CONFLICT (internal_id) DO UPDATE SET processed = 1 WHERE events.processed = 0
 RETURNING internal_id
 
 -- name: insert_quiet_events
--- `insert_quiet_event` for many events at once.
+-- Events no function triggers on: stored processed, unless a run waits for an event of the
+-- name (then unprocessed, for the scheduler to match).
 INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
 SELECT e.internal_id, e.id, e.name, e.data, e.ts, e.user_data, e.v, e.target, e.received_at,
        CASE WHEN EXISTS (SELECT 1 FROM waits WHERE kind IN ('event', 'cancel')

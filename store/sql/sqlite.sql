@@ -137,28 +137,14 @@ SELECT * FROM events WHERE name = :name ORDER BY received_at DESC, internal_id D
 -- name: select_waits_for_event
 SELECT * FROM waits WHERE kind = 'event' AND event_name = :event_name
 
--- name: insert_run
+-- name: insert_runs
+-- Run once per item (see `Tx.fetch_each`); see postgres.sql.
 INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
                   slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
 VALUES (:run_id, :function_id, :app_id, :event_id, 'Queued', :events, :now, :parent,
         :slot_key_1, :slot_limit_1, :slot_key_2, :slot_limit_2, :now - :priority_ms)
 ON CONFLICT DO NOTHING;
 -- changes(): the rows the insert above made, so a run that existed gets no second job.
-INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
-                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
-SELECT :job_id, :run_id, :function_id, :app_id, 0,
-       CASE WHEN :slot_key_1 IS NULL THEN 'queued' ELSE 'pending' END, :now,
-       :slot_key_1, :slot_limit_1, :slot_key_2, :slot_limit_2, :now - :priority_ms
-WHERE changes() = 1
-RETURNING job_id, run_id, function_id, app_id, attempt, status, slot_key_1, slot_key_2
-
--- name: insert_runs
--- Run once per item (see `Tx.fetch_each`): `insert_run`'s text, with `now` per item.
-INSERT INTO runs (run_id, function_id, app_id, event_id, status, events, queued_at, parent,
-                  slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
-VALUES (:run_id, :function_id, :app_id, :event_id, 'Queued', :events, :now, :parent,
-        :slot_key_1, :slot_limit_1, :slot_key_2, :slot_limit_2, :now - :priority_ms)
-ON CONFLICT DO NOTHING;
 INSERT INTO jobs (job_id, run_id, function_id, app_id, attempt, status, published_at,
                   slot_key_1, slot_limit_1, slot_key_2, slot_limit_2, order_at)
 SELECT :job_id, :run_id, :function_id, :app_id, 0,
@@ -217,45 +203,8 @@ SELECT * FROM steps WHERE run_id = :run_id ORDER BY rowid
 UPDATE jobs SET lease_until = :lease_until
 WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
 
--- name: write_job
--- What a job has done, only if `owner` still holds its lease (a cancelled run has no jobs left):
--- its finished steps, the events they sent, and, when the job ends (`finish`), its outcome. A
--- write while it goes on (a checkpoint) extends the lease. A step already Completed or Failed
--- keeps its first result.
-UPDATE jobs SET
-    lease_until = MAX(lease_until, :lease_until),
-    status = CASE WHEN :finish THEN 'done' ELSE status END,
-    outcome = CASE WHEN :finish THEN :outcome ELSE outcome END,
-    done_at = CASE WHEN :finish THEN :now ELSE done_at END
-WHERE job_id = :job_id AND status = 'leased' AND lease_owner = :owner
-RETURNING run_id;
-INSERT INTO steps (run_id, hash, name, op, status, attempt, output, error, started_at, ended_at,
-                   input)
-SELECT (SELECT run_id FROM jobs WHERE job_id = :job_id),
-       value ->> 'hash', value ->> 'name', value ->> 'op', value ->> 'status', value ->> 'attempt',
-       value ->> 'output', value ->> 'error', value ->> 'started_at', value ->> 'ended_at',
-       value ->> 'input'
-FROM json_each(:steps) WHERE EXISTS (
-    SELECT 1 FROM jobs WHERE job_id = :job_id AND lease_owner = :owner
-      AND status = CASE WHEN :finish THEN 'done' ELSE 'leased' END
-)
-ORDER BY key
-ON CONFLICT (run_id, hash) DO UPDATE
-SET status = excluded.status, attempt = excluded.attempt, output = excluded.output,
-    error = excluded.error, started_at = COALESCE(steps.started_at, excluded.started_at),
-    ended_at = excluded.ended_at, input = COALESCE(excluded.input, steps.input)
-WHERE steps.status NOT IN ('Completed', 'Failed');
-INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at)
-SELECT value ->> 'internal_id', value ->> 'id', value ->> 'name', value ->> 'data', value ->> 'ts',
-       value ->> 'user_data', value ->> 'v', value ->> 'target', value ->> 'received_at'
-FROM json_each(:events) WHERE EXISTS (
-    SELECT 1 FROM jobs WHERE job_id = :job_id AND lease_owner = :owner
-      AND status = CASE WHEN :finish THEN 'done' ELSE 'leased' END
-)
-ON CONFLICT (internal_id) DO NOTHING
-
 -- name: write_jobs
--- Run once per item (see `Tx.fetch_each`): `write_job`, answering the job's id.
+-- Run once per item (see `Tx.fetch_each`), answering the job's id.
 -- What a job has done, only if `owner` still holds its lease (a cancelled run has no jobs left):
 -- its finished steps, the events they sent, and, when the job ends (`finish`), its outcome. A
 -- write while it goes on (a checkpoint) extends the lease. A step already Completed or Failed
@@ -375,10 +324,6 @@ SELECT jobs.job_id, jobs.outcome, jobs.attempt AS job_attempt, runs.*
 FROM jobs JOIN runs ON runs.run_id = jobs.run_id
 WHERE jobs.status = 'done' AND jobs.job_id IN (SELECT value FROM json_each(:job_ids))
 
--- name: delete_done_job
-DELETE FROM jobs WHERE job_id = :job_id AND status = 'done'
-RETURNING slot_key_1, slot_key_2
-
 -- name: delete_done_jobs
 -- Run once per item (see `Tx.fetch_each`).
 DELETE FROM jobs WHERE job_id = :job_id AND status = 'done'
@@ -412,29 +357,15 @@ DELETE FROM timers WHERE timer_id = :timer_id AND claimed_by = :owner
 -- name: select_next_timer
 SELECT MIN(due_at) AS due_at FROM timers
 
--- name: claim_event
-INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
-VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at, 1)
-ON CONFLICT (internal_id) DO UPDATE SET processed = 1 WHERE events.processed = 0
-RETURNING internal_id
-
--- name: insert_quiet_event
-INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
-VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at,
-        NOT EXISTS (SELECT 1 FROM waits WHERE kind IN ('event', 'cancel') AND event_name = :name))
-ON CONFLICT (internal_id) DO NOTHING
-RETURNING processed
-
-
 -- name: claim_events
--- Run once per item (see `Tx.fetch_each`).
+-- Run once per item (see `Tx.fetch_each`); see postgres.sql.
 INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
 VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at, 1)
 ON CONFLICT (internal_id) DO UPDATE SET processed = 1 WHERE events.processed = 0
 RETURNING internal_id
 
 -- name: insert_quiet_events
--- Run once per item (see `Tx.fetch_each`).
+-- Run once per item (see `Tx.fetch_each`); see postgres.sql.
 INSERT INTO events (internal_id, id, name, data, ts, user_data, v, target, received_at, processed)
 VALUES (:internal_id, :id, :name, :data, :ts, :user_data, :v, :target, :received_at,
         NOT EXISTS (SELECT 1 FROM waits WHERE kind IN ('event', 'cancel') AND event_name = :name))
